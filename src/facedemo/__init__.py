@@ -1,0 +1,3 @@
+"""facedemo: age and gender estimation from face photos, served as a JSON API."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,40 @@
+"""Service settings, read from FACEDEMO_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# src/facedemo/config.py -> the repository root holds models/ (an editable or source install).
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+Device = Literal["auto", "cpu", "gpu"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is FACEDEMO_<FIELD> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEDEMO_", extra="ignore", frozen=True)
+
+    models_dir: Path = Field(DEFAULT_MODELS_DIR, description="Folder of model bundles.")
+    model_pins: dict[str, str] = Field(
+        default_factory=dict,
+        description='Versions to load instead of the newest, as JSON: {"age-regressor": "1.0.0"}.',
+    )
+    host: str = Field("127.0.0.1", description="Address `facedemo serve` binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `facedemo serve` listens on.")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest accepted upload.")
+    max_image_pixels: int = Field(40_000_000, gt=0, description="Largest decoded image (w*h).")
+    device: Device = Field("auto", description="auto: GPU if visible, else CPU; gpu: GPU or fail.")
+    log_level: LogLevel = Field("info", description="Log level of the service.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,117 @@
+"""The exception tree of facedemo. `api/problems.py` is the one place that maps it to HTTP.
+
+    FacedemoError                      code                  HTTP
+    ├── InputError                     bad_input             400
+    │   ├── ImageDecodeError           image_undecodable     400
+    │   ├── UnsupportedImageFormat     unsupported_format    415
+    │   ├── ImageTooLarge              image_too_large       413
+    │   └── UploadTooLarge             upload_too_large      413
+    ├── ModelError                     model_error           500
+    │   ├── BundleError                bad_bundle            503
+    │   ├── UnknownModelError          unknown_model         404
+    │   └── DeviceUnavailableError     device_unavailable    503
+    └── NotReadyError                  not_ready             503
+
+Each class carries a stable `code` (clients branch on it), a `title` and the HTTP `status`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class FacedemoError(Exception):
+    """Base of every error facedemo raises on purpose."""
+
+    code = "facedemo_error"
+    title = "Internal error"
+    status = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InputError(FacedemoError):
+    """The request's data is unusable."""
+
+    code = "bad_input"
+    title = "Bad input"
+    status = 400
+
+
+class ImageDecodeError(InputError):
+    """The bytes are not a readable image (corrupt, truncated, not an image)."""
+
+    code = "image_undecodable"
+    title = "Image could not be decoded"
+
+
+class UnsupportedImageFormat(InputError):
+    """A real format, but not one on the allow-list (SVG, PDF, EPS, ...)."""
+
+    code = "unsupported_format"
+    title = "Unsupported image format"
+    status = 415
+
+
+class ImageTooLarge(InputError):
+    """More pixels than the configured limit (decompression bombs land here)."""
+
+    code = "image_too_large"
+    title = "Image has too many pixels"
+    status = 413
+
+
+class UploadTooLarge(InputError):
+    """More bytes than the configured upload limit."""
+
+    code = "upload_too_large"
+    title = "Upload too large"
+    status = 413
+
+
+class ModelError(FacedemoError):
+    """Something is wrong on the model side."""
+
+    code = "model_error"
+    title = "Model error"
+    status = 500
+
+
+class BundleError(ModelError):
+    """A model bundle on disk is missing, incomplete, tampered with or inconsistent."""
+
+    code = "bad_bundle"
+    title = "Model bundle is unusable"
+    status = 503
+
+
+class UnknownModelError(ModelError):
+    """A model name that is not loaded; the message lists the known names."""
+
+    code = "unknown_model"
+    title = "Unknown model"
+    status = 404
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        known_names = sorted(known)
+        super().__init__(f"no model named {name!r}; known models: {', '.join(known_names) or 'none'}")
+        self.name = name
+        self.known = known_names
+
+
+class DeviceUnavailableError(ModelError):
+    """The configured device (e.g. FACEDEMO_DEVICE=gpu) is not available."""
+
+    code = "device_unavailable"
+    title = "Requested device is not available"
+    status = 503
+
+
+class NotReadyError(FacedemoError):
+    """The service has no usable models yet (still loading, or loading failed)."""
+
+    code = "not_ready"
+    title = "Service not ready"
+    status = 503
