@@ -1,9 +1,175 @@
-"""Decode and normalise uploaded images. The only module that opens images with Pillow."""
+"""Decode and normalise uploaded images. The only module that opens images with Pillow.
+
+`decode_image` turns untrusted bytes into an RGB uint8 array or raises one of the typed errors in
+`facedemo.errors`; nothing else escapes it. Only the formats in `ALLOWED_FORMATS` are ever
+parsed, the pixel limit is checked from the header before any pixel is decoded, and the bytes stay
+in memory.
+"""
 
 from __future__ import annotations
 
+import io
+import threading
+import warnings
+import zlib
+
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
+
+from facedemo.errors import FacedemoError, ImageDecodeError, ImageTooLarge, UnsupportedImageFormat
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
+_ALLOWED_NAMES = "JPEG, PNG, WebP, BMP, GIF or TIFF"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Real formats that are not on the allow-list, recognised so the client hears 415, not 400.
+_REFUSED_SIGNATURES = (
+    (b"%PDF", "PDF"),
+    (b"%!PS", "PostScript/EPS"),
+    (b"\xc5\xd0\xd3\xc6", "EPS"),
+    (b"8BPS", "Photoshop PSD"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+)
+_MARKUP_PREFIXES = (b"<?xml", b"<svg", b"<!doctype svg")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+# warnings.catch_warnings swaps process-wide filters; decoding one image at a time keeps two threads
+# from restoring each other's filters (and leaving Pillow's warnings silenced for everyone).
+_DECODE_LOCK = threading.Lock()
+
+
+class _TruncationTrackingStream(io.BytesIO):
+    """The upload as a stream that notes when a decoder asks for bytes beyond its end.
+
+    Pillow raises on truncated data only while the process-wide ImageFile.LOAD_TRUNCATED_IMAGES is
+    False; anything in the process may set it, so the decoder watches for running out itself.
+    """
+
+    ran_out = False
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        chunk = super().read(size)
+        if not chunk and size is not None and size > 0:
+            self.ran_out = True
+        return chunk
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
+    """Decode an uploaded image into an RGB uint8 array of shape (height, width, 3).
+
+    EXIF orientation is applied, multi-frame images give their first frame, transparency is
+    composited on white and high bit depths are scaled (not clipped) to 0..255. Raises
+    ImageDecodeError (not a readable image), UnsupportedImageFormat (a format off the allow-list)
+    or ImageTooLarge (more than `max_pixels` pixels, checked before decoding).
+    """
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    if not data:
+        raise ImageDecodeError("the upload is empty")
+    refused = _refused_format_name(data)
+    if refused is not None:
+        raise UnsupportedImageFormat(
+            f"{refused} is not an accepted image format; send {_ALLOWED_NAMES}"
+        )
+    if data.startswith(_PNG_SIGNATURE):
+        _check_png_checksums(data)
+    with _DECODE_LOCK, warnings.catch_warnings():
+        # Pillow's other warnings (odd EXIF, palette quirks) are not the caller's business, but a
+        # decompression bomb must stop the decode, so that one warning becomes an exception.
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return _decode(data, max_pixels)
+        except FacedemoError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            # Pillow's own process-wide guard tripped first: an outer limit, reported the same way.
+            raise ImageTooLarge("the image declares too many pixels to decode safely") from error
+        except Exception as error:
+            # Pillow's plugins answer malformed input with a wide, undocumented spread of
+            # exceptions (OSError, SyntaxError, struct.error, IndexError, ZeroDivisionError...).
+            detail = f"the upload is not a readable {_ALLOWED_NAMES} image"
+            raise ImageDecodeError(detail) from error
+
+
+def _decode(data: bytes, max_pixels: int) -> np.ndarray:
+    stream = _TruncationTrackingStream(data)
+    with Image.open(stream, formats=ALLOWED_FORMATS) as image:
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise ImageDecodeError("the image has no pixels")
+        if width * height > max_pixels:
+            raise ImageTooLarge(
+                f"the image is {width}x{height} = {width * height} pixels; "
+                f"the limit is {max_pixels}"
+            )
+        stream.ran_out = False
+        image.load()  # Image.open is lazy: only a full load shows corrupt or truncated data
+        if stream.ran_out:
+            raise ImageDecodeError("the image data is truncated")
+        oriented = ImageOps.exif_transpose(image)
+    return _to_rgb_array(oriented)
+
+
+def _refused_format_name(data: bytes) -> str | None:
+    for signature, name in _REFUSED_SIGNATURES:
+        if data.startswith(signature):
+            return name
+    if data[4:8] == b"ftyp":
+        return "HEIF/AVIF"
+    head = data[:256].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(_MARKUP_PREFIXES):
+        return "SVG/XML"
+    return None
+
+
+def _check_png_checksums(data: bytes) -> None:
+    # Pillow checks the CRCs of header chunks only and accepts a file that stops before IEND, so a
+    # corrupted IDAT or a cut-off file would decode silently; the chunk walk is cheap next to zlib.
+    position = len(_PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        end = position + 8 + length
+        if end + 4 > len(data):
+            break
+        if zlib.crc32(data[position + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
+            raise ImageDecodeError("the PNG data is corrupt (a chunk checksum does not match)")
+        if data[position + 4 : position + 8] == b"IEND":
+            return
+        position = end + 4
+    raise ImageDecodeError("the PNG data is truncated")
+
+
+def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    if image.mode in (*_SIXTEEN_BIT_MODES, "I", "F"):
+        gray = _scale_to_uint8(np.asarray(image), image.mode)
+        return np.repeat(gray[:, :, np.newaxis], 3, axis=2)
+    if image.has_transparency_data:
+        # Dropping alpha would turn transparent areas black (their stored colour); a face photo
+        # with a transparent background reads more naturally on white.
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        rgb = Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    else:
+        rgb = image.convert("RGB")
+    return np.array(rgb, dtype=np.uint8)
+
+
+def _scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """Map 16-bit, 32-bit integer or float grey levels to 0..255 without clipping.
+
+    16-bit modes use their full 0..65535 scale; 32-bit integers use it too when they fit in it, as
+    16-bit PNG and TIFF data read that way does; floats in 0..1 use that scale. Anything else is
+    stretched from its own minimum to its maximum.
+    """
+    levels = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(levels.min()), float(levels.max())
+    if mode in _SIXTEEN_BIT_MODES or (mode == "I" and low >= 0 and high <= 65535):
+        low, high = 0.0, 65535.0
+    elif mode == "F" and low >= 0 and high <= 1:
+        low, high = 0.0, 1.0
+    span = high - low if high > low else 1.0
+    return np.rint((levels - low) * (255.0 / span)).astype(np.uint8)
 
 
 def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

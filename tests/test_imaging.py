@@ -1,0 +1,486 @@
+"""Tests for facedemo.imaging: every image is built in memory with Pillow (or by hand for PNG)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import threading
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageFile
+
+from facedemo.errors import (
+    FacedemoError,
+    ImageDecodeError,
+    ImageTooLarge,
+    UnsupportedImageFormat,
+)
+from facedemo.imaging import decode_image, resize_rgb
+
+MAX_PIXELS = 1_000_000
+RED = (255, 0, 0)
+BLUE = (0, 0, 255)
+GREEN = (0, 255, 0)
+
+
+def encode(image: Image.Image, image_format: str, **params: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **params)
+    return buffer.getvalue()
+
+
+def row_image(mode: str, values: Sequence[Any]) -> Image.Image:
+    """A one-row image whose pixels are `values`, left to right."""
+    image = Image.new(mode, (len(values), 1))
+    image.putdata(values)
+    return image
+
+
+def png_chunk(chunk_type: bytes, payload: bytes) -> bytes:
+    checksum = zlib.crc32(chunk_type + payload)
+    return struct.pack(">I", len(payload)) + chunk_type + payload + struct.pack(">I", checksum)
+
+
+def handmade_png(width: int, height: int, bit_depth: int, colour_type: int, pixels: bytes) -> bytes:
+    """A PNG with the given header and already-filtered scanlines, for what Pillow cannot write."""
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(pixels))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def two_colour_image(size: tuple[int, int] = (32, 24)) -> Image.Image:
+    """Red on the left half, blue on the right half."""
+    width, height = size
+    image = Image.new("RGB", size, BLUE)
+    image.paste(RED, (0, 0, width // 2, height))
+    return image
+
+
+def assert_close(actual: np.ndarray, expected: Sequence[int], tolerance: int) -> None:
+    difference = np.abs(actual.astype(int) - np.asarray(expected, dtype=int))
+    assert difference.max() <= tolerance, f"{actual.tolist()} not within {tolerance} of {expected}"
+
+
+@pytest.mark.parametrize(
+    ("image_format", "params", "tolerance"),
+    [
+        ("JPEG", {"quality": 95}, 8),
+        ("PNG", {}, 0),
+        ("WEBP", {"quality": 90}, 12),
+        ("WEBP", {"lossless": True}, 0),
+        ("BMP", {}, 0),
+        ("GIF", {}, 0),
+        ("TIFF", {}, 0),
+        ("TIFF", {"compression": "tiff_lzw"}, 0),
+    ],
+)
+def test_allowed_formats_keep_size_and_colours(
+    image_format: str, params: dict[str, Any], tolerance: int
+) -> None:
+    data = encode(two_colour_image(), image_format, **params)
+    assert Image.open(io.BytesIO(data)).format == image_format
+
+    decoded = decode_image(data, max_pixels=MAX_PIXELS)
+
+    assert decoded.shape == (24, 32, 3)
+    assert decoded.dtype == np.uint8
+    assert_close(decoded[12, 4], RED, tolerance)
+    assert_close(decoded[12, 27], BLUE, tolerance)
+
+
+def cmyk_jpeg() -> bytes:
+    data = encode(Image.new("CMYK", (16, 16), (255, 0, 0, 0)), "JPEG", quality=95)
+    assert b"Adobe" in data  # the APP14 marker that makes readers invert the CMYK values
+    return data
+
+
+def sixteen_bit_rgb_png() -> bytes:
+    # One 2-pixel scanline, filter byte 0, samples big-endian: (65535, 0, 32896) and (0, 65535, 0).
+    samples = struct.pack(">6H", 65535, 0, 32896, 0, 65535, 0)
+    return handmade_png(2, 1, 16, 2, b"\x00" + samples)
+
+
+def transparent_palette_png() -> bytes:
+    image = row_image("P", [0, 1])
+    image.putpalette([*RED, *GREEN])
+    return encode(image, "PNG", transparency=0)
+
+
+def transparent_palette_gif() -> bytes:
+    image = row_image("P", [0, 1])
+    image.putpalette([*RED, *GREEN])
+    return encode(image, "GIF", transparency=0)
+
+
+def opaque_palette_bmp() -> bytes:
+    image = row_image("P", [0, 1])
+    image.putpalette([*RED, *GREEN])
+    return encode(image, "BMP")
+
+
+@pytest.mark.parametrize(
+    ("make_data", "opened_mode", "expected_row", "tolerance"),
+    [
+        pytest.param(
+            lambda: encode(row_image("L", [0, 200]), "PNG"),
+            "L",
+            [(0, 0, 0), (200, 200, 200)],
+            0,
+            id="L",
+        ),
+        pytest.param(
+            lambda: encode(row_image("1", [0, 255]), "PNG"),
+            "1",
+            [(0, 0, 0), (255, 255, 255)],
+            0,
+            id="1",
+        ),
+        pytest.param(opaque_palette_bmp, "P", [RED, GREEN], 0, id="P"),
+        pytest.param(transparent_palette_png, "P", [(255, 255, 255), GREEN], 0, id="P-transparent"),
+        pytest.param(
+            transparent_palette_gif, "P", [(255, 255, 255), GREEN], 0, id="P-transparent-gif"
+        ),
+        pytest.param(
+            lambda: encode(row_image("LA", [(0, 0), (0, 255), (0, 128)]), "PNG"),
+            "LA",
+            [(255, 255, 255), (0, 0, 0), (127, 127, 127)],
+            1,
+            id="LA",
+        ),
+        pytest.param(
+            lambda: encode(
+                row_image("RGBA", [(0, 0, 0, 0), (255, 0, 0, 255), (0, 0, 255, 128)]), "PNG"
+            ),
+            "RGBA",
+            [(255, 255, 255), RED, (127, 127, 255)],
+            1,
+            id="RGBA",
+        ),
+        pytest.param(
+            lambda: encode(row_image("I;16", [0, 32896, 65535]), "PNG"),
+            "I;16",
+            [(0, 0, 0), (128, 128, 128), (255, 255, 255)],
+            0,
+            id="I;16",
+        ),
+        pytest.param(
+            lambda: encode(row_image("I;16B", [0, 65535]), "TIFF"),
+            "I;16B",
+            [(0, 0, 0), (255, 255, 255)],
+            0,
+            id="I;16B",
+        ),
+        pytest.param(
+            lambda: encode(row_image("I", [0, 65535]), "TIFF"),
+            "I",
+            [(0, 0, 0), (255, 255, 255)],
+            0,
+            id="I-16-bit-range",
+        ),
+        pytest.param(
+            lambda: encode(row_image("I", [-1000, 0, 1000]), "TIFF"),
+            "I",
+            [(0, 0, 0), (128, 128, 128), (255, 255, 255)],
+            0,
+            id="I-stretched",
+        ),
+        pytest.param(
+            lambda: encode(row_image("F", [0.0, 0.5, 1.0]), "TIFF"),
+            "F",
+            [(0, 0, 0), (128, 128, 128), (255, 255, 255)],
+            0,
+            id="F",
+        ),
+        pytest.param(cmyk_jpeg, "CMYK", [(0, 255, 255)], 8, id="CMYK-jpeg-adobe"),
+        pytest.param(
+            lambda: encode(Image.new("CMYK", (2, 1), (255, 0, 0, 0)), "TIFF"),
+            "CMYK",
+            [(0, 255, 255), (0, 255, 255)],
+            0,
+            id="CMYK-tiff",
+        ),
+        pytest.param(sixteen_bit_rgb_png, "RGB", [RED[:2] + (128,), GREEN], 0, id="RGB-16-bit"),
+        pytest.param(
+            lambda: encode(Image.new("YCbCr", (2, 1), (76, 85, 255)), "TIFF"),
+            "YCbCr",
+            [RED, RED],
+            2,
+            id="YCbCr",
+        ),
+    ],
+)
+def test_modes_convert_to_rgb(
+    make_data: Callable[[], bytes],
+    opened_mode: str,
+    expected_row: list[tuple[int, int, int]],
+    tolerance: int,
+) -> None:
+    data = make_data()
+    assert Image.open(io.BytesIO(data)).mode == opened_mode
+
+    decoded = decode_image(data, max_pixels=MAX_PIXELS)
+
+    assert decoded.dtype == np.uint8
+    assert decoded.shape[2] == 3
+    for column, expected in enumerate(expected_row):
+        assert_close(decoded[0, column], expected, tolerance)
+
+
+def oriented_jpeg(orientation: int) -> bytes:
+    """A 64x32 blue JPEG with a red 16x16 marker in its stored top-left corner."""
+    image = Image.new("RGB", (64, 32), BLUE)
+    image.paste(RED, (0, 0, 16, 16))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(image, "JPEG", quality=95, subsampling=0, exif=exif)
+
+
+@pytest.mark.parametrize(
+    ("orientation", "shape", "marker", "elsewhere"),
+    [
+        (1, (32, 64, 3), (8, 8), (24, 56)),
+        (6, (64, 32, 3), (8, 24), (56, 8)),  # rotated 90 degrees clockwise: marker top right
+        (8, (64, 32, 3), (56, 8), (8, 24)),  # rotated 90 degrees anticlockwise: marker bottom left
+    ],
+)
+def test_exif_orientation_is_applied(
+    orientation: int,
+    shape: tuple[int, int, int],
+    marker: tuple[int, int],
+    elsewhere: tuple[int, int],
+) -> None:
+    decoded = decode_image(oriented_jpeg(orientation), max_pixels=MAX_PIXELS)
+
+    assert decoded.shape == shape
+    assert_close(decoded[marker], RED, 10)
+    assert_close(decoded[elsewhere], BLUE, 10)
+
+
+@pytest.mark.parametrize(
+    ("image_format", "params"),
+    [
+        ("GIF", {"duration": 100, "loop": 0}),
+        ("TIFF", {}),
+        ("WEBP", {"lossless": True}),
+        ("PNG", {}),
+    ],
+)
+def test_multi_frame_images_give_their_first_frame(
+    image_format: str, params: dict[str, Any]
+) -> None:
+    frames = [Image.new("RGB", (8, 6), colour) for colour in (RED, GREEN, BLUE)]
+    data = encode(frames[0], image_format, save_all=True, append_images=frames[1:], **params)
+    assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 3
+
+    decoded = decode_image(data, max_pixels=MAX_PIXELS)
+
+    assert decoded.shape == (6, 8, 3)
+    assert (decoded == RED).all()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 2)])
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG"])
+def test_tiny_images_decode(size: tuple[int, int], image_format: str) -> None:
+    data = encode(Image.new("RGB", size, (200, 200, 200)), image_format)
+
+    decoded = decode_image(data, max_pixels=MAX_PIXELS)
+
+    assert decoded.shape == (size[1], size[0], 3)
+    assert_close(decoded[0, 0], (200, 200, 200), 3)
+
+
+def test_decompression_bomb_is_refused_before_decoding() -> None:
+    # The header declares 30000x30000 over a single byte of pixel data: decoding is never tried.
+    bomb = handmade_png(30_000, 30_000, 1, 0, b"\x00")
+    started = time.perf_counter()
+
+    with pytest.raises(ImageTooLarge):
+        decode_image(bomb, max_pixels=40_000_000)
+
+    assert time.perf_counter() - started < 5
+
+
+def test_pixel_limit_is_checked_from_the_header() -> None:
+    # 5000x5000 is under Pillow's own guard, so only our limit can refuse it; the pixel data is
+    # bogus, so an ImageDecodeError would mean decoding started first.
+    header_only = handmade_png(5000, 5000, 8, 2, b"\x00")
+
+    with pytest.raises(ImageTooLarge, match="5000x5000"):
+        decode_image(header_only, max_pixels=1_000_000)
+
+
+def test_pixel_limit_boundary() -> None:
+    data = encode(Image.new("RGB", (100, 100), RED), "PNG")
+
+    assert decode_image(data, max_pixels=10_000).shape == (100, 100, 3)
+    with pytest.raises(ImageTooLarge):
+        decode_image(data, max_pixels=9_999)
+
+
+@pytest.mark.parametrize("side", [12, 20])  # 144 px trips Pillow's warning, 400 px its error
+def test_pillow_bomb_guard_becomes_image_too_large(
+    side: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    data = encode(Image.new("RGB", (side, side), RED), "PNG")
+    filters_before = list(warnings.filters)
+
+    with pytest.raises(ImageTooLarge):
+        decode_image(data, max_pixels=MAX_PIXELS)
+
+    assert warnings.filters == filters_before
+
+
+def png_with_bad_checksum(chunk_type: bytes) -> bytes:
+    data = bytearray(encode(two_colour_image(), "PNG"))
+    start = data.index(chunk_type) - 4
+    length = struct.unpack(">I", data[start : start + 4])[0]
+    data[start + 8 + length] ^= 0xFF
+    return bytes(data)
+
+
+def truncated(data: bytes, keep: float = 0.5) -> bytes:
+    return data[: int(len(data) * keep)]
+
+
+UNDECODABLE = {
+    "empty": b"",
+    "text": b"Hello, this is a plain text file and certainly not a picture.\n",
+    "random": np.random.default_rng(7).bytes(4096),
+    "truncated-jpeg": truncated(encode(two_colour_image(), "JPEG")),
+    "truncated-png": truncated(encode(two_colour_image(), "PNG")),
+    "png-without-iend": encode(two_colour_image(), "PNG")[:-12],
+    "png-bad-ihdr-crc": png_with_bad_checksum(b"IHDR"),
+    "png-bad-idat-crc": png_with_bad_checksum(b"IDAT"),
+    "ppm-not-on-allow-list": encode(two_colour_image(), "PPM"),
+}
+
+
+@pytest.mark.parametrize("data", UNDECODABLE.values(), ids=UNDECODABLE.keys())
+def test_undecodable_bytes_raise_image_decode_error(data: bytes) -> None:
+    with pytest.raises(ImageDecodeError):
+        decode_image(data, max_pixels=MAX_PIXELS)
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP"])
+def test_truncation_is_caught_even_when_pillow_is_told_to_allow_it(
+    image_format: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    data = encode(two_colour_image((64, 48)), image_format)
+
+    with pytest.raises(ImageDecodeError):
+        decode_image(truncated(data, 0.7), max_pixels=MAX_PIXELS)
+
+
+def test_error_details_do_not_echo_the_upload() -> None:
+    secret = b"customer-4711 private note"
+
+    with pytest.raises(ImageDecodeError) as raised:
+        decode_image(secret, max_pixels=MAX_PIXELS)
+
+    assert "4711" not in raised.value.detail
+
+
+UNSUPPORTED = {
+    "svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+    "svg-with-prolog": b'\xef\xbb\xbf\n  <?xml version="1.0"?>\n<svg></svg>',
+    "svg-doctype": b"<!DOCTYPE svg PUBLIC '-//W3C//DTD SVG 1.1//EN' 'x'><svg/>",
+    "pdf": encode(two_colour_image(), "PDF"),
+    "eps": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n",
+    "eps-binary-header": b"\xc5\xd0\xd3\xc6" + bytes(28),
+    "avif": encode(two_colour_image(), "AVIF"),
+    "jpeg2000": encode(two_colour_image(), "JPEG2000"),
+}
+
+
+@pytest.mark.parametrize("data", UNSUPPORTED.values(), ids=UNSUPPORTED.keys())
+def test_formats_off_the_allow_list_are_unsupported(data: bytes) -> None:
+    with pytest.raises(UnsupportedImageFormat):
+        decode_image(data, max_pixels=MAX_PIXELS)
+
+
+def test_concurrent_decodes_agree_and_restore_warning_filters() -> None:
+    data = encode(two_colour_image(), "PNG")
+    expected = decode_image(data, max_pixels=MAX_PIXELS)
+    filters_before = list(warnings.filters)
+    results: list[np.ndarray] = []
+
+    def decode_many() -> None:
+        results.extend(decode_image(data, max_pixels=MAX_PIXELS) for _ in range(10))
+
+    threads = [threading.Thread(target=decode_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(results) == 40
+    assert all(np.array_equal(result, expected) for result in results)
+    assert warnings.filters == filters_before
+
+
+def test_max_pixels_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_pixels"):
+        decode_image(encode(two_colour_image(), "PNG"), max_pixels=0)
+
+
+def test_resize_rgb_gives_requested_shape_and_keeps_colour() -> None:
+    image = np.full((30, 40, 3), (10, 200, 30), dtype=np.uint8)
+
+    resized = resize_rgb(image, (16, 24))
+
+    assert resized.shape == (16, 24, 3)
+    assert resized.dtype == np.uint8
+    assert (resized == (10, 200, 30)).all()
+    assert resize_rgb(image, (30, 40)) is image
+
+
+FUZZ_SEEDS = [
+    encode(two_colour_image((8, 6)), image_format)
+    for image_format in ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+]
+
+
+@st.composite
+def mutated_images(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(FUZZ_SEEDS)))
+    for _ in range(draw(st.integers(min_value=1, max_value=8))):
+        position = draw(st.integers(min_value=0, max_value=len(data) - 1))
+        data[position] = draw(st.integers(min_value=0, max_value=255))
+    return bytes(data[: draw(st.integers(min_value=1, max_value=len(data)))])
+
+
+def assert_rgb_or_typed_error(data: bytes) -> None:
+    try:
+        decoded = decode_image(data, max_pixels=MAX_PIXELS)
+    except FacedemoError:
+        return
+    assert decoded.dtype == np.uint8
+    assert decoded.ndim == 3
+    assert decoded.shape[2] == 3
+    assert decoded.shape[0] * decoded.shape[1] <= MAX_PIXELS
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=4096))
+def test_arbitrary_bytes_decode_or_raise_a_typed_error(data: bytes) -> None:
+    assert_rgb_or_typed_error(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(mutated_images())
+def test_mutated_images_decode_or_raise_a_typed_error(data: bytes) -> None:
+    assert_rgb_or_typed_error(data)
