@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint install clean
+.PHONY: serve test lint ship-check install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,lint,train]"
+	$(BIN)/python -m pip install --quiet -e ".[test,lint,train,ship]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +24,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check src train tests bench
 	$(BIN)/ruff format --check src train tests bench
 	$(BIN)/mypy
+
+# Offline checks of the shipping files (kubernetes-validate's schemas ship in its wheel). The
+# Kubernetes minors are pinned so that a newer validator cannot silently change the verdict.
+ship-check: $(STAMP)
+	$(BIN)/hadolint Dockerfile
+	for version in 1.35.0 1.37.0; do \
+		$(BIN)/kubernetes-validate --strict --kubernetes-version $$version deploy/k8s/*.yaml || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
