@@ -1,11 +1,17 @@
-"""Shared fixtures: tiny random-weight model bundles, written once per test session."""
+"""Shared fixtures: tiny random-weight bundles and a registry over them, built once a session.
+
+TensorFlow is imported inside the fixtures, so test files that do not use them start quickly.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from tests.bundles import write_tiny_bundles
+
+if TYPE_CHECKING:
+    from facedemo.registry import Registry
 
 
 @pytest.fixture(scope="session")
@@ -15,6 +21,16 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     The weights come from fixed seeds, so every test sees the same predictions. Treat the folder
     as read-only: copy it (shutil.copytree) before damaging a bundle.
     """
+    from tests.bundles import write_tiny_bundles
+
     models_dir = tmp_path_factory.mktemp("models")
     write_tiny_bundles(models_dir)
     return models_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_registry(tiny_models_dir: Path) -> Registry:
+    """A Registry loaded (and warmed up) from `tiny_models_dir` on the default device choice."""
+    from facedemo.registry import Registry
+
+    return Registry.load(tiny_models_dir)

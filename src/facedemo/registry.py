@@ -1,0 +1,418 @@
+"""Model bundles on disk -> checked, loaded and warmed Keras models on one device.
+
+`Registry.load` finds `models_dir/<name>/<version>/` for both required names (the newest version
+unless pinned), checks each bundle (files, manifest, sha256, output contract), loads the models
+with Keras' safe mode on the chosen device, compiles one `tf.function` per model and runs every
+padded batch size once, so the first request is as fast as the rest. `Registry.predict` runs a
+batch of face crops through both models and turns the regressor's logits into an age and interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from pydantic import ValidationError
+
+from facedemo.devices import DeviceChoice, select_device
+from facedemo.errors import BundleError, UnknownModelError
+from facedemo.manifest import (
+    AGE_BUCKET_LABELS,
+    BUNDLE_FILES,
+    CLASSIFIER_NAME,
+    GENDER_LABELS,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    REGRESSOR_NAME,
+    Manifest,
+    OutputSpec,
+    sha256_file,
+    version_key,
+)
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_MODELS = (CLASSIFIER_NAME, REGRESSOR_NAME)
+EXPECTED_TASKS = {
+    CLASSIFIER_NAME: "age-gender-classification",
+    REGRESSOR_NAME: "age-regression",
+}
+# Batches are zero-padded up to one of these sizes (larger inputs are cut into chunks of the
+# largest), so the device only ever sees six shapes, all of them run once during `load`.
+PADDED_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+MAX_BATCH_SIZE = PADDED_BATCH_SIZES[-1]
+_VERSION_PATTERN = re.compile(r"^\d+(\.\d+)*$")
+
+ModelFunction = Callable[[tf.Tensor], dict[str, tf.Tensor]]
+
+
+@dataclass(frozen=True)
+class FacePredictions:
+    """Both models' answers for a batch of face crops, one row per crop."""
+
+    bucket_probabilities: np.ndarray  # (n, 5) float32, rows sum to 1, AGE_BUCKET_LABELS order
+    gender_probabilities: np.ndarray  # (n, 2) float32, [male, female]
+    age_years: np.ndarray  # (n,) float32, expected age
+    age_interval: np.ndarray  # (n, 2) float32, [low, high]
+    interval_level: float  # probability mass of the central interval, e.g. 0.8
+
+
+# ----------------------------------------------------------------------------- regressor maths
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of `logits / temperature`, in float64."""
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    exponentials = np.exp(scaled)
+    return exponentials / exponentials.sum(axis=-1, keepdims=True)
+
+
+def cdf_quantiles(probabilities: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Quantiles (n, len(levels)) of distributions over integer ages 0..A-1, one per row.
+
+    Convention: age a owns the interval [a - 0.5, a + 0.5] and its mass is spread evenly over
+    it, so the CDF is piecewise linear through (a + 0.5, P(age <= a)). A point mass on 30 has
+    median 30 and 80% interval [29.6, 30.4]. Results are clipped to [0, A - 1].
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    levels = np.asarray(levels, dtype=np.float64)
+    ages = probabilities.shape[-1]
+    cdf = np.cumsum(probabilities, axis=-1)
+    # Index of the first age whose cumulative mass reaches each level: (n, q).
+    index = (cdf[:, None, :] < levels[None, :, None]).sum(axis=-1).clip(max=ages - 1)
+    below = np.where(index > 0, np.take_along_axis(cdf, (index - 1).clip(min=0), axis=-1), 0.0)
+    mass = np.take_along_axis(probabilities, index, axis=-1)
+    fraction = np.divide(
+        levels[None, :] - below, mass, out=np.full_like(below, 0.5), where=mass > 0
+    )
+    return np.clip(index - 0.5 + fraction.clip(0.0, 1.0), 0.0, ages - 1)
+
+
+def age_summary(
+    logits: np.ndarray, temperature: float, level: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Expected age (n,) and central `level` interval (n, 2) from age logits (n, A), as float32.
+
+    p = softmax(logits / temperature) over ages 0..A-1; years = sum(p * age); the interval is
+    the (1 - level) / 2 and (1 + level) / 2 quantiles of p (see `cdf_quantiles`).
+    """
+    probabilities = softmax(logits, temperature)
+    ages = np.arange(probabilities.shape[-1], dtype=np.float64)
+    years = probabilities @ ages
+    tail = (1.0 - level) / 2.0
+    interval = cdf_quantiles(probabilities, np.array([tail, 1.0 - tail]))
+    return years.astype(np.float32), interval.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- bundles on disk
+
+
+def available_versions(models_dir: Path, name: str) -> list[str]:
+    """Versions of `name` under `models_dir`, oldest first; hidden (staging) folders are skipped."""
+    name_dir = models_dir / name
+    if not name_dir.is_dir():
+        return []
+    versions = []
+    for entry in name_dir.iterdir():
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        if not _VERSION_PATTERN.match(entry.name):
+            logger.warning("ignoring %s: not a version folder like 1.0.0", entry)
+            continue
+        versions.append(entry.name)
+    return sorted(versions, key=version_key)
+
+
+def find_bundle(models_dir: Path, name: str, pin: str | None = None) -> Path:
+    """The folder of `name`'s newest version, or of version `pin`; BundleError if there is none."""
+    versions = available_versions(models_dir, name)
+    if not versions:
+        raise BundleError(
+            f"no bundle for model {name!r}: expected {models_dir / name}/<version>/ holding "
+            f"{', '.join(BUNDLE_FILES)}"
+        )
+    if pin is None:
+        return models_dir / name / versions[-1]
+    if pin not in versions:
+        raise BundleError(
+            f"model {name!r} is pinned to version {pin!r}, which is not in {models_dir / name}; "
+            f"available versions: {', '.join(versions)}"
+        )
+    return models_dir / name / pin
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    """Check that a `<name>/<version>/` folder is complete and untampered; return its manifest."""
+    missing = [file for file in BUNDLE_FILES if not (bundle_dir / file).is_file()]
+    if missing:
+        raise BundleError(f"bundle {bundle_dir} is incomplete: missing {', '.join(missing)}")
+    try:
+        manifest = Manifest.model_validate_json((bundle_dir / MANIFEST_FILE).read_bytes())
+    except ValidationError as error:
+        raise BundleError(
+            f"{bundle_dir / MANIFEST_FILE} is not a valid manifest: {error}"
+        ) from None
+    folder_name, folder_version = bundle_dir.parent.name, bundle_dir.name
+    if (manifest.name, manifest.version) != (folder_name, folder_version):
+        raise BundleError(
+            f"{bundle_dir / MANIFEST_FILE} describes {manifest.name} {manifest.version}, but the "
+            f"folder says {folder_name} {folder_version}"
+        )
+    actual = sha256_file(bundle_dir / MODEL_FILE)
+    if actual != manifest.model_sha256:
+        raise BundleError(
+            f"checksum mismatch for {bundle_dir / MODEL_FILE}: sha256 is {actual}, the manifest "
+            f"says {manifest.model_sha256}; the file was changed or damaged after it was written"
+        )
+    return manifest
+
+
+def _expected_outputs(manifest: Manifest) -> dict[str, OutputSpec]:
+    if manifest.name == CLASSIFIER_NAME:
+        return {
+            "age_bucket": OutputSpec(kind="probabilities", labels=list(AGE_BUCKET_LABELS)),
+            "gender": OutputSpec(kind="probabilities", labels=list(GENDER_LABELS)),
+        }
+    logits = manifest.outputs.get("age_logits")
+    ages = len(logits.labels) if logits is not None else 0
+    return {"age_logits": OutputSpec(kind="logits", labels=[str(age) for age in range(ages)])}
+
+
+def check_contract(manifest: Manifest) -> None:
+    """Check that a manifest promises what the service needs from a model of its name."""
+    where = f"{manifest.name} {manifest.version}"
+    expected_task = EXPECTED_TASKS.get(manifest.name)
+    if expected_task is None:
+        raise BundleError(f"{where}: unexpected model name; expected {', '.join(REQUIRED_MODELS)}")
+    if manifest.task != expected_task:
+        raise BundleError(f"{where}: task is {manifest.task!r}, expected {expected_task!r}")
+    for output_name, expected in _expected_outputs(manifest).items():
+        actual = manifest.outputs.get(output_name)
+        if actual is None:
+            raise BundleError(
+                f"{where}: manifest has no output {output_name!r} "
+                f"(outputs: {', '.join(manifest.outputs) or 'none'})"
+            )
+        if actual != expected:
+            raise BundleError(
+                f"{where}: output {output_name!r} should be {expected.kind} over labels "
+                f"{_short(expected.labels)}, the manifest says {actual.kind} over "
+                f"{_short(actual.labels)}"
+            )
+    if manifest.name == REGRESSOR_NAME:
+        if len(manifest.outputs["age_logits"].labels) < 2:
+            raise BundleError(f"{where}: age_logits needs at least two ages")
+        if manifest.calibration is None:
+            raise BundleError(f"{where}: an age regressor needs a calibration (temperature, level)")
+
+
+def _short(labels: list[str]) -> str:
+    if len(labels) <= 6:
+        return repr(labels)
+    return f"[{labels[0]!r}, {labels[1]!r}, ..., {labels[-1]!r}] ({len(labels)} labels)"
+
+
+# ----------------------------------------------------------------------------- loaded models
+
+
+@dataclass(frozen=True)
+class _LoadedModel:
+    manifest: Manifest
+    model: keras.Model
+    function: ModelFunction
+
+
+def _load_model(bundle_dir: Path, manifest: Manifest, device: str) -> _LoadedModel:
+    where = f"{manifest.name} {manifest.version}"
+    path = bundle_dir / MODEL_FILE
+    with tf.device(device):
+        try:
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        except Exception as error:  # Keras raises many types for a bad file; all mean "unusable".
+            raise BundleError(f"{where}: could not load {path}: {error}") from error
+    size = (manifest.input.height, manifest.input.width)
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1 or tuple(inputs[0].shape[1:]) != (*size, 3):
+        shapes = [tuple(tensor.shape) for tensor in inputs]
+        raise BundleError(
+            f"{where}: model inputs are {shapes}, the manifest says (None, {size[0]}, {size[1]}, 3)"
+        )
+    _check_output_shapes(where, manifest, getattr(model, "output", None))
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *size, 3), tf.float32)])
+    def run(batch: tf.Tensor) -> dict[str, tf.Tensor]:
+        return model(batch, training=False)
+
+    return _LoadedModel(manifest=manifest, model=model, function=run)
+
+
+def _check_output_shapes(where: str, manifest: Manifest, outputs: Any) -> None:
+    """The model's output dict must have the manifest's names, one unit per label."""
+    if not isinstance(outputs, dict):
+        raise BundleError(f"{where}: model outputs must be a dict of named tensors")
+    actual = {name: tuple(tensor.shape[1:]) for name, tensor in outputs.items()}
+    expected = {name: (len(spec.labels),) for name, spec in manifest.outputs.items()}
+    if actual != expected:
+        raise BundleError(f"{where}: model outputs {actual} do not match the manifest's {expected}")
+
+
+def _padded_size(count: int) -> int:
+    return next(size for size in PADDED_BATCH_SIZES if size >= count)
+
+
+def _warm_up(loaded: _LoadedModel, device: str) -> None:
+    """Run every padded batch size once so the first request pays no tracing or autotuning."""
+    size = (loaded.manifest.input.height, loaded.manifest.input.width)
+    where = f"{loaded.manifest.name} {loaded.manifest.version}"
+    with tf.device(device):
+        for batch_size in PADDED_BATCH_SIZES:
+            outputs = loaded.function(tf.zeros((batch_size, *size, 3), tf.float32))
+            shapes = {name: tuple(tensor.shape) for name, tensor in outputs.items()}
+            expected = {
+                name: (batch_size, len(spec.labels))
+                for name, spec in loaded.manifest.outputs.items()
+            }
+            if shapes != expected:
+                raise BundleError(f"{where}: a batch of {batch_size} gave {shapes}, not {expected}")
+
+
+class Registry:
+    """The loaded classifier and regressor, on one device, ready to predict."""
+
+    def __init__(self, models: Mapping[str, _LoadedModel], device: DeviceChoice) -> None:
+        """Wrap already checked and warmed models; use `Registry.load` to build one."""
+        self._models = dict(models)
+        self._device = device
+        classifier = self._models[CLASSIFIER_NAME].manifest
+        self._input_size = (classifier.input.height, classifier.input.width)
+        regressor = self._models[REGRESSOR_NAME].manifest
+        if regressor.calibration is None:
+            raise BundleError(f"{regressor.name} {regressor.version} has no calibration")
+        self._calibration = regressor.calibration
+        self._ages = len(regressor.outputs["age_logits"].labels)
+
+    @classmethod
+    def load(
+        cls, models_dir: Path, *, device: str = "auto", pins: Mapping[str, str] | None = None
+    ) -> Registry:
+        """Find, check, load and warm up both models; BundleError / DeviceUnavailableError if not.
+
+        `pins` maps a model name to the version to load instead of the newest one.
+        """
+        pins = dict(pins or {})
+        unknown_pins = sorted(set(pins) - set(REQUIRED_MODELS))
+        if unknown_pins:
+            raise BundleError(
+                f"pinned versions for unknown models {', '.join(unknown_pins)}; "
+                f"known models: {', '.join(REQUIRED_MODELS)}"
+            )
+        if not models_dir.is_dir():
+            raise BundleError(f"models directory {models_dir} does not exist")
+        # Checked before TensorFlow touches a device, so memory growth can still be set.
+        bundles = {name: find_bundle(models_dir, name, pins.get(name)) for name in REQUIRED_MODELS}
+        manifests = {name: read_manifest(bundle) for name, bundle in bundles.items()}
+        for manifest in manifests.values():
+            check_contract(manifest)
+        sizes = {name: (m.input.height, m.input.width) for name, m in manifests.items()}
+        if len(set(sizes.values())) != 1:
+            raise BundleError(f"the models must share one input size (height, width), got {sizes}")
+
+        choice = select_device(device)
+        started = time.perf_counter()
+        models = {}
+        for name, bundle in bundles.items():
+            models[name] = _load_model(bundle, manifests[name], choice.name)
+            _warm_up(models[name], choice.name)
+            logger.info(
+                "loaded %s %s from %s (%d parameters, sha256 %s...)",
+                name,
+                manifests[name].version,
+                bundle,
+                manifests[name].parameters,
+                manifests[name].model_sha256[:12],
+            )
+        logger.info(
+            "models loaded and warmed up on %s in %.1f s (batch sizes %s)",
+            choice.name,
+            time.perf_counter() - started,
+            ", ".join(map(str, PADDED_BATCH_SIZES)),
+        )
+        return cls(models, choice)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the face crops both models take."""
+        return self._input_size
+
+    @property
+    def device(self) -> str:
+        """The TensorFlow device the models run on, "CPU:0" or "GPU:0"."""
+        return self._device.name
+
+    @property
+    def device_info(self) -> dict[str, str]:
+        """Kind ("cpu" | "gpu"), device name, TensorFlow version and, on a GPU, its model name."""
+        return self._device.info()
+
+    def manifests(self) -> dict[str, Manifest]:
+        """The loaded bundles' manifests by model name."""
+        return {name: loaded.manifest for name, loaded in self._models.items()}
+
+    def manifest(self, name: str) -> Manifest:
+        """The manifest of the loaded model `name`; UnknownModelError (listing names) otherwise."""
+        loaded = self._models.get(name)
+        if loaded is None:
+            raise UnknownModelError(name, self._models)
+        return loaded.manifest
+
+    def predict(self, crops: np.ndarray) -> FacePredictions:
+        """Run both models on uint8 face crops (n, height, width, 3) at `input_size`; n may be 0.
+
+        Safe to call from several threads at once: each call pads into its own buffer, and the
+        compiled functions were traced during `load`.
+        """
+        height, width = self._input_size
+        if not isinstance(crops, np.ndarray) or crops.dtype != np.uint8:
+            raise ValueError(f"crops must be a uint8 numpy array, got {_describe(crops)}")
+        if crops.ndim != 4 or crops.shape[1:] != (height, width, 3):
+            raise ValueError(f"crops must have shape (n, {height}, {width}, 3), got {crops.shape}")
+        count = len(crops)
+        buckets = np.empty((count, len(AGE_BUCKET_LABELS)), np.float32)
+        genders = np.empty((count, len(GENDER_LABELS)), np.float32)
+        logits = np.empty((count, self._ages), np.float32)
+        for start in range(0, count, MAX_BATCH_SIZE):
+            chunk = crops[start : start + MAX_BATCH_SIZE]
+            stop = start + len(chunk)
+            padded = np.zeros((_padded_size(len(chunk)), height, width, 3), np.float32)
+            padded[: len(chunk)] = chunk
+            with tf.device(self._device.name):
+                batch = tf.convert_to_tensor(padded)
+                classified = self._models[CLASSIFIER_NAME].function(batch)
+                regressed = self._models[REGRESSOR_NAME].function(batch)
+            buckets[start:stop] = classified["age_bucket"].numpy()[: len(chunk)]
+            genders[start:stop] = classified["gender"].numpy()[: len(chunk)]
+            logits[start:stop] = regressed["age_logits"].numpy()[: len(chunk)]
+        level = self._calibration.interval_level
+        years, interval = age_summary(logits, self._calibration.temperature, level)
+        return FacePredictions(
+            bucket_probabilities=buckets,
+            gender_probabilities=genders,
+            age_years=years,
+            age_interval=interval,
+            interval_level=level,
+        )
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of {value.dtype}"
+    return type(value).__name__
