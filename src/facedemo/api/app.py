@@ -1,0 +1,85 @@
+"""`create_app()`: the FastAPI application, its lifespan (model loading) and its routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI
+from starlette.formparsers import MultiPartParser
+
+from facedemo import __version__
+from facedemo.api.problems import install_problem_handlers
+from facedemo.api.routes import health, models, predict
+from facedemo.api.state import ServiceState
+from facedemo.config import Settings, get_settings
+from facedemo.errors import FacedemoError
+from facedemo.pipeline import Pipeline
+from facedemo.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Estimates age (years with an interval, and an age bucket) and gender, with probabilities, for the
+faces in a photo. Errors are `application/problem+json` (RFC 9457) with a stable `code`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; `settings` defaults to the environment's (FACEDEMO_*).
+
+    Models load in the background once the application starts: `/livez` answers at once,
+    `/readyz` and the model routes answer 503 until loading has finished.
+    """
+    settings = settings or get_settings()
+    # Uploads must never touch the disk: Starlette spools file parts over 1 MiB to a temporary
+    # file, so keep them in memory up to the largest upload we accept.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes)
+    app = FastAPI(
+        title="facedemo",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        # operationIds like "predict" and "get_model" instead of "predict_predict_post"
+        generate_unique_id_function=lambda route: route.name,
+    )
+    app.state.settings = settings
+    app.state.service = ServiceState()  # "loading" until the lifespan starts the loader
+    install_problem_handlers(app)
+    for module in (predict, models, health):
+        app.include_router(module.router)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    state = ServiceState()
+    app.state.service = state
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(_load_models, state, settings)
+        yield
+        tasks.cancel_scope.cancel()
+
+
+async def _load_models(state: ServiceState, settings: Settings) -> None:
+    """Load and warm the registry in a worker thread, then record the outcome in `state`."""
+    load = partial(
+        Registry.load, settings.models_dir, device=settings.device, pins=settings.model_pins
+    )
+    try:
+        registry = await anyio.to_thread.run_sync(load, abandon_on_cancel=True)
+    except FacedemoError as error:
+        logger.error("models not loaded, the service is not ready: %s", error.detail)
+        state.mark_failed(error.detail)
+        return
+    except Exception as error:  # anything else must also leave the service up, saying why
+        logger.exception("models not loaded, the service is not ready")
+        state.mark_failed(f"{type(error).__name__}: {error}")
+        return
+    state.mark_ready(registry, Pipeline(registry, settings))
+    logger.info("ready: %s on %s", ", ".join(registry.manifests()), registry.device)

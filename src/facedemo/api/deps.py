@@ -1,0 +1,46 @@
+"""Dependencies for routes, as Annotated aliases: `settings: SettingsDep`, `pipeline: PipelineDep`.
+
+They are `async def` because they only read app state: FastAPI would run plain functions in a
+worker thread, a needless hop per request.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from facedemo.api.state import ServiceState
+from facedemo.config import Settings
+from facedemo.pipeline import Pipeline
+from facedemo.registry import Registry
+
+
+async def get_app_settings(request: Request) -> Settings:
+    """The settings the application was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_service_state(request: Request) -> ServiceState:
+    """The lifespan's record of the models: loading, ready or failed."""
+    state: ServiceState = request.app.state.service
+    return state
+
+
+ServiceStateDep = Annotated[ServiceState, Depends(get_service_state)]
+
+
+async def get_registry(state: ServiceStateDep) -> Registry:
+    """The loaded registry; NotReadyError (503) while loading or after a failed load."""
+    return state.require_registry()
+
+
+async def get_pipeline(state: ServiceStateDep) -> Pipeline:
+    """The pipeline; NotReadyError (503) while loading or after a failed load."""
+    return state.require_pipeline()
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]

@@ -1,0 +1,168 @@
+"""The one place that turns errors into HTTP answers: RFC 9457 application/problem+json.
+
+- `FacedemoError` (errors.py) -> its own status, title and code; type PROBLEM_TYPE_BASE + code.
+- `RequestValidationError` -> 422, code "validation_error", with the invalid parts in `errors`.
+- Starlette's `HTTPException` (unknown route, wrong method, ...) -> its status, type about:blank.
+- Anything else -> 500, code "internal_error", logged with its traceback and never shown.
+
+Routers document these with `problem_responses(...)`, and `install_problem_handlers` moves them
+to the application/problem+json media type in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from facedemo.errors import FacedemoError
+from facedemo.schemas import PROBLEM_TYPE_BASE, Problem, ValidationIssue
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+_DESCRIPTIONS = {
+    400: "The upload is not a readable image.",
+    404: "No such resource; the detail names what exists.",
+    413: "The upload has too many bytes or the image too many pixels.",
+    415: "The image format is not on the allow-list (JPEG, PNG, WebP, BMP, ...).",
+    422: "The request is malformed: a missing field or an invalid parameter.",
+    500: "An unexpected error; it is logged, and no details are returned.",
+    503: "The models are not loaded yet, or failed to load; the detail says which.",
+}
+
+
+class ProblemResponse(JSONResponse):
+    """A JSON response with the problem+json media type."""
+
+    media_type = PROBLEM_MEDIA_TYPE
+
+
+def problem_response(problem: Problem, headers: Mapping[str, str] | None = None) -> ProblemResponse:
+    """Serialise a problem; members without a value are left out, as RFC 9457 allows."""
+    return ProblemResponse(
+        problem.model_dump(mode="json", exclude_none=True),
+        status_code=problem.status,
+        headers=headers,
+    )
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries documenting each status as a Problem, for routers and routes."""
+    return {
+        status: {"model": Problem, "description": _DESCRIPTIONS.get(status, _phrase(status))}
+        for status in statuses
+    }
+
+
+async def _facedemo_error(request: Request, error: Exception) -> ProblemResponse:
+    assert isinstance(error, FacedemoError)
+    if error.status == 500:  # 503s (not ready) are expected while loading; 500s need a look
+        logger.error("%s %s: %s: %s", request.method, request.url.path, error.code, error.detail)
+    return problem_response(
+        Problem(
+            type=PROBLEM_TYPE_BASE + error.code,
+            title=error.title,
+            status=error.status,
+            detail=error.detail,
+            instance=request.url.path,
+            code=error.code,
+        )
+    )
+
+
+async def _validation_error(request: Request, error: Exception) -> ProblemResponse:
+    assert isinstance(error, RequestValidationError)
+    # Only where and why: pydantic's "input" and "ctx" could echo upload bytes back.
+    issues = [
+        ValidationIssue(loc=list(item.get("loc", ())), msg=item["msg"], type=item["type"])
+        for item in error.errors()
+    ]
+    return problem_response(
+        Problem(
+            type=PROBLEM_TYPE_BASE + "validation_error",
+            title="Request validation failed",
+            status=422,
+            detail="; ".join(_describe_issue(issue) for issue in issues),
+            instance=request.url.path,
+            code="validation_error",
+            errors=issues,
+        )
+    )
+
+
+async def _http_exception(request: Request, error: Exception) -> ProblemResponse:
+    assert isinstance(error, StarletteHTTPException)
+    phrase = _phrase(error.status_code)
+    return problem_response(
+        Problem(
+            title=phrase,
+            status=error.status_code,
+            detail=None if error.detail == phrase else str(error.detail),
+            instance=request.url.path,
+            code=phrase.lower().replace(" ", "_").replace("-", "_"),
+        ),
+        headers=error.headers,
+    )
+
+
+async def _unexpected_error(request: Request, error: Exception) -> ProblemResponse:
+    logger.error("unhandled error in %s %s", request.method, request.url.path, exc_info=error)
+    return problem_response(
+        Problem(
+            type=PROBLEM_TYPE_BASE + "internal_error",
+            title="Internal server error",
+            status=500,
+            detail="an unexpected error occurred; it has been logged",
+            instance=request.url.path,
+            code="internal_error",
+        )
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Register every handler above, and serve error responses as problem+json in OpenAPI."""
+    app.add_exception_handler(FacedemoError, _facedemo_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.openapi = _problem_media_type_openapi(app.openapi)  # type: ignore[method-assign]
+
+
+def _problem_media_type_openapi(
+    build_openapi: Callable[[], dict[str, Any]],
+) -> Callable[[], dict[str, Any]]:
+    """FastAPI files `responses={... "model": Problem}` under application/json; move them."""
+
+    def openapi() -> dict[str, Any]:
+        schema = build_openapi()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    document = content.get("application/json", {})
+                    if status[0] in "45" and document.get("schema", {}).get("$ref", "").endswith(
+                        "/Problem"
+                    ):
+                        content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+        return schema
+
+    return openapi
+
+
+def _describe_issue(issue: ValidationIssue) -> str:
+    return f"{'.'.join(str(part) for part in issue.loc)}: {issue.msg}"
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

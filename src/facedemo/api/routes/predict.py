@@ -1,0 +1,50 @@
+"""POST /predict: age and gender for the faces in one uploaded image."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import APIRouter, File, Query, UploadFile
+
+from facedemo.api.deps import PipelineDep, SettingsDep
+from facedemo.api.problems import problem_responses
+from facedemo.api.routing import DocumentedRoute
+from facedemo.errors import UploadTooLarge
+from facedemo.schemas import DEFAULT_DETECT_MODE, DetectMode, PredictResponse
+
+router = APIRouter(
+    prefix="/predict",
+    tags=["predict"],
+    responses=problem_responses(400, 413, 415, 422, 500, 503),
+    route_class=DocumentedRoute,
+)
+
+
+@router.post("", response_model=PredictResponse)
+async def predict(
+    file: Annotated[UploadFile, File(description="One image: JPEG, PNG, WebP or BMP.")],
+    pipeline: PipelineDep,
+    settings: SettingsDep,
+    detect: Annotated[
+        DetectMode,
+        Query(description="How to find faces. `skip`: the image is one face crop, use all of it."),
+    ] = DEFAULT_DETECT_MODE,
+) -> PredictResponse:
+    """Estimate age and gender for the faces in one image.
+
+    Send the image as the multipart field `file`. Each face gets its box in pixels of the
+    (EXIF-rotated) image, an age in years with an interval and an age bucket, and a gender with
+    both probabilities. The upload is kept in memory only and dropped after the response.
+    """
+    data = await read_upload(file, settings.max_upload_bytes)
+    prediction = await anyio.to_thread.run_sync(pipeline.predict_image, data, detect)
+    return PredictResponse.from_prediction(prediction)
+
+
+async def read_upload(file: UploadFile, max_bytes: int) -> bytes:
+    """The upload's bytes; UploadTooLarge if there are more than `max_bytes`."""
+    data = await file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise UploadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
+    return data

@@ -1,0 +1,330 @@
+"""The `facedemo` command: serve the API, predict images in-process, list model bundles.
+
+    facedemo serve [--host H] [--port P] [--workers N]
+    facedemo predict IMAGE... [--detect skip] [--json]
+    facedemo models [--json]
+
+Settings come from FACEDEMO_* environment variables (see config.py); flags override them. Each
+subcommand is one entry of SUBCOMMANDS: a help line, a function adding its arguments, and a
+function running it that returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from facedemo import __version__
+from facedemo.config import Settings, get_settings
+from facedemo.errors import BundleError, FacedemoError, InputError
+from facedemo.pipeline import DEFAULT_DETECT_MODE, DetectMode, Pipeline
+from facedemo.schemas import PredictResponse
+
+if TYPE_CHECKING:
+    from facedemo.registry import Registry
+
+APP_FACTORY = "facedemo.api:create_app"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One `facedemo <name>` command."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Settings], int]
+
+
+# ----------------------------------------------------------------------------- serve
+
+
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to bind (default: FACEDEMO_HOST, 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=_port, help="port to listen on (default: FACEDEMO_PORT, 8000)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="server processes, each loading its own models (default: 1)",
+    )
+
+
+def _run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run uvicorn over the app factory; each worker process builds its app from the env."""
+    import uvicorn
+    import uvicorn.config
+
+    # uvicorn's logging config, plus our loggers at the configured level; uvicorn applies it in
+    # every worker process too.
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["loggers"]["facedemo"] = {
+        "handlers": ["default"],
+        "level": settings.log_level.upper(),
+        "propagate": False,
+    }
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers,
+        log_level=settings.log_level,
+        log_config=log_config,
+    )
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    parser.add_argument(
+        "--detect",
+        choices=[mode.value for mode in DetectMode],
+        default=DEFAULT_DETECT_MODE.value,
+        help="how to find faces; skip: each image is one face crop (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per image and line: the API's response plus 'file'",
+    )
+
+
+def _run_predict(args: argparse.Namespace, settings: Settings) -> int:
+    """Predict each image with the API's pipeline; a bad image does not stop the others."""
+    try:
+        registry = _load_registry(settings)
+    except FacedemoError as error:
+        _complain(f"models not loaded: {error.detail}")
+        return EXIT_FAILURE
+    pipeline = Pipeline(registry, settings)
+    detect = DetectMode(args.detect)
+    status = EXIT_OK
+    for path in args.images:
+        try:
+            prediction = pipeline.predict_image(path.read_bytes(), detect)
+        except OSError as error:
+            _complain(f"{path}: {error.strerror or error}")
+            status = EXIT_FAILURE
+            continue
+        except InputError as error:
+            _complain(f"{path}: {error.detail}")
+            status = EXIT_FAILURE
+            continue
+        response = PredictResponse.from_prediction(prediction)
+        if args.json:
+            print(json.dumps({"file": str(path), **response.model_dump(mode="json")}), flush=True)
+        else:
+            print(_prediction_table(path, response), flush=True)
+    return status
+
+
+def _prediction_table(path: Path, response: PredictResponse) -> str:
+    faces = response.faces
+    lines = [
+        f"{path}: {response.image.width}x{response.image.height}, "
+        f"{len(faces)} face{'' if len(faces) == 1 else 's'}, {response.timings_ms.total:.1f} ms"
+    ]
+    if faces:
+        level = f"{faces[0].age.interval.level:.0%}"
+        lines.append(
+            f"  {'#':>2}  {'box x,y,w,h':<20} {'age':>5}  {level + ' interval':<14} "
+            f"{'bucket':<8} gender"
+        )
+    for number, face in enumerate(faces, start=1):
+        box = f"{face.box.x},{face.box.y},{face.box.width},{face.box.height}"
+        interval = f"{face.age.interval.low:.1f}-{face.age.interval.high:.1f}"
+        lines.append(
+            f"  {number:>2}  {box:<20} {face.age.years:>5.1f}  {interval:<14} "
+            f"{face.age.bucket:<8} {face.gender.label} ({face.gender.confidence:.2f})"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _add_models_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
+
+
+def _run_models(args: argparse.Namespace, settings: Settings) -> int:
+    """List every bundle under the models folder, checked as the service would check it.
+
+    Exits 1 when the service could not load from this folder (a model missing or broken).
+    """
+    rows, problems = _bundle_rows(settings)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        print(_bundle_table(rows))
+    for problem in problems:
+        _complain(problem)
+    return EXIT_FAILURE if problems else EXIT_OK
+
+
+def _bundle_rows(settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per bundle found, and why the service would not load from this folder, if so."""
+    _quiet_tensorflow()
+    from facedemo.registry import (
+        REQUIRED_MODELS,
+        available_versions,
+        check_contract,
+        find_bundle,
+        read_manifest,
+    )
+
+    models_dir = settings.models_dir
+    if not models_dir.is_dir():
+        return [], [f"models directory {models_dir} does not exist"]
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    names = sorted(
+        entry.name
+        for entry in models_dir.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+    for name in sorted(set(names) | set(REQUIRED_MODELS)):
+        try:
+            selected: Path | None = find_bundle(models_dir, name, settings.model_pins.get(name))
+        except BundleError as error:
+            selected = None
+            if name in REQUIRED_MODELS:
+                problems.append(error.detail)
+        for version in available_versions(models_dir, name):
+            bundle = models_dir / name / version
+            row: dict[str, Any] = {
+                "name": name,
+                "version": version,
+                "selected": bundle == selected,
+                "task": None,
+                "created": None,
+                "model_sha256": None,
+                "ok": True,
+                "problem": None,
+            }
+            try:
+                manifest = read_manifest(bundle)
+                row.update(task=manifest.task, created=manifest.created)
+                row["model_sha256"] = manifest.model_sha256
+                check_contract(manifest)
+            except BundleError as error:
+                row.update(ok=False, problem=error.detail)
+                if row["selected"] and name in REQUIRED_MODELS:
+                    problems.append(error.detail)
+            rows.append(row)
+    return rows, problems
+
+
+def _bundle_table(rows: list[dict[str, Any]]) -> str:
+    header = f"  {'name':<24} {'version':<9} {'task':<27} {'created':<26} {'sha256':<13} check"
+    lines = [header]
+    for row in rows:
+        marker = "*" if row["selected"] else " "
+        sha = (row["model_sha256"] or "-")[:12]
+        check = "ok" if row["ok"] else f"FAILED: {row['problem']}"
+        lines.append(
+            f"{marker} {row['name']:<24} {row['version']:<9} {row['task'] or '-':<27} "
+            f"{row['created'] or '-':<26} {sha:<13} {check}"
+        )
+    lines.append("* = the version the service loads (newest, unless pinned by FACEDEMO_MODEL_PINS)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "serve": Subcommand("run the HTTP service", _add_serve_arguments, _run_serve),
+    "predict": Subcommand(
+        "predict age and gender for image files, in-process",
+        _add_predict_arguments,
+        _run_predict,
+    ),
+    "models": Subcommand(
+        "list the model bundles in the models folder and check them",
+        _add_models_arguments,
+        _run_models,
+    ),
+    # "evaluate" (accuracy on a labelled folder) joins here with the trained models.
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand in SUBCOMMANDS."""
+    parser = argparse.ArgumentParser(
+        prog="facedemo",
+        description="Age and gender estimation from face photos. Settings: FACEDEMO_* variables.",
+    )
+    parser.add_argument("--version", action="version", version=f"facedemo {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, subcommand in SUBCOMMANDS.items():
+        subparser = subparsers.add_parser(name, help=subcommand.help, description=subcommand.help)
+        subcommand.add_arguments(subparser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `facedemo` with `argv` (default: the process arguments); return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        _complain(f"invalid FACEDEMO_* settings:\n{error}")
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="facedemo: %(levelname)s: %(message)s"
+    )
+    return SUBCOMMANDS[args.command].run(args, settings)
+
+
+def _load_registry(settings: Settings) -> Registry:
+    _quiet_tensorflow()
+    from facedemo.registry import Registry
+
+    return Registry.load(settings.models_dir, device=settings.device, pins=settings.model_pins)
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow's C++ start-up INFO lines would bury a command-line tool's output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+
+def _complain(message: str) -> None:
+    print(f"facedemo: {message}", file=sys.stderr, flush=True)
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (1-65535)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Image bytes -> faces -> predictions. Knows no HTTP: the API and the CLI both call it.
+
+`Pipeline.predict_image` decodes an upload safely, finds the face crops (for `DetectMode.SKIP`
+the whole image is one face), runs every crop through the registry in one batch and assembles one
+`FaceResult` per face. It is synchronous and CPU/GPU bound; async callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from facedemo.config import Settings
+from facedemo.imaging import decode_image, resize_rgb
+from facedemo.manifest import AGE_BUCKET_LABELS, GENDER_LABELS
+
+if TYPE_CHECKING:
+    # Only for type hints: importing the registry imports TensorFlow, which `facedemo --help` and
+    # the schemas should not pay for.
+    from facedemo.registry import FacePredictions, Registry
+
+# Probabilities are reported to 4 decimals, ages and intervals to 1: more digits are noise.
+PROBABILITY_DIGITS = 4
+YEARS_DIGITS = 1
+MILLISECONDS_DIGITS = 2
+
+
+class DetectMode(str, Enum):
+    """How faces are found in an image."""
+
+    SKIP = "skip"  # the image is already a face crop: use all of it
+
+
+DEFAULT_DETECT_MODE = DetectMode.SKIP
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face's rectangle in pixels of the decoded (EXIF-rotated) image."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Point:
+    """A landmark position in pixels of the decoded image."""
+
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class Landmarks:
+    """The five facial landmarks a detector reports."""
+
+    left_eye: Point
+    right_eye: Point
+    nose: Point
+    mouth_left: Point
+    mouth_right: Point
+
+
+@dataclass(frozen=True)
+class FaceRegion:
+    """A located face: where it is, and its crop at the models' input size."""
+
+    box: Box
+    crop: np.ndarray  # uint8 (height, width, 3) at Registry.input_size
+    detection_confidence: float | None = None
+    landmarks: Landmarks | None = None
+
+
+@dataclass(frozen=True)
+class AgeInterval:
+    """Central interval of the age distribution holding `level` of its probability."""
+
+    low: float
+    high: float
+    level: float
+
+
+@dataclass(frozen=True)
+class AgeEstimate:
+    """Age in years with its interval, and the classifier's age bucket."""
+
+    years: float
+    interval: AgeInterval
+    bucket: str
+    bucket_probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
+class GenderEstimate:
+    """The more probable gender label, its probability, and both probabilities."""
+
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """Everything predicted for one face."""
+
+    box: Box
+    detection_confidence: float | None
+    landmarks: Landmarks | None
+    age: AgeEstimate
+    gender: GenderEstimate
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A loaded model's name and version."""
+
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class ImageSize:
+    """Width and height of the decoded image in pixels."""
+
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Milliseconds spent in each stage, and in total."""
+
+    decode: float
+    detect: float
+    inference: float
+    total: float
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    """The pipeline's answer for one image."""
+
+    models: list[ModelVersion]
+    image: ImageSize
+    faces: list[FaceResult]
+    timings_ms: Timings
+
+
+class Pipeline:
+    """Turns image bytes into per-face age and gender predictions with one registry."""
+
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        """Use `registry`'s models; `settings` gives the image limits."""
+        self._registry = registry
+        self._settings = settings
+        self._models = [
+            ModelVersion(name=name, version=manifest.version)
+            for name, manifest in sorted(registry.manifests().items())
+        ]
+
+    @property
+    def models(self) -> list[ModelVersion]:
+        """Names and versions of the models this pipeline runs."""
+        return list(self._models)
+
+    def predict_image(
+        self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE
+    ) -> ImagePrediction:
+        """Decode `data`, locate faces as `detect` says, and predict age and gender for each.
+
+        Raises the imaging errors (ImageDecodeError, UnsupportedImageFormat, ImageTooLarge) for
+        bad bytes; no face found is an empty `faces` list, not an error.
+        """
+        started = time.perf_counter()
+        image = decode_image(data, max_pixels=self._settings.max_image_pixels)
+        decoded = time.perf_counter()
+        regions = self._locate_faces(image, detect)
+        located = time.perf_counter()
+        if regions:
+            crops = np.stack([region.crop for region in regions])
+        else:
+            crops = np.zeros((0, *self._registry.input_size, 3), dtype=np.uint8)
+        predictions = self._registry.predict(crops)
+        faces = [_face_result(region, predictions, row) for row, region in enumerate(regions)]
+        finished = time.perf_counter()
+        return ImagePrediction(
+            models=self.models,
+            image=ImageSize(width=int(image.shape[1]), height=int(image.shape[0])),
+            faces=faces,
+            timings_ms=Timings(
+                decode=_milliseconds(decoded - started),
+                detect=_milliseconds(located - decoded),
+                inference=_milliseconds(finished - located),
+                total=_milliseconds(finished - started),
+            ),
+        )
+
+    def _locate_faces(self, image: np.ndarray, detect: DetectMode) -> list[FaceRegion]:
+        """The faces in an RGB uint8 image, each with its crop at the models' input size."""
+        if detect is DetectMode.SKIP:
+            height, width = image.shape[:2]
+            return [
+                FaceRegion(
+                    box=Box(x=0, y=0, width=int(width), height=int(height)),
+                    crop=resize_rgb(image, self._registry.input_size),
+                )
+            ]
+        raise ValueError(f"unsupported detect mode {detect!r}")
+
+
+def _face_result(region: FaceRegion, predictions: FacePredictions, row: int) -> FaceResult:
+    buckets = predictions.bucket_probabilities[row]
+    genders = predictions.gender_probabilities[row]
+    gender_index = int(np.argmax(genders))
+    low, high = predictions.age_interval[row]
+    return FaceResult(
+        box=region.box,
+        detection_confidence=region.detection_confidence,
+        landmarks=region.landmarks,
+        age=AgeEstimate(
+            years=round(float(predictions.age_years[row]), YEARS_DIGITS),
+            interval=AgeInterval(
+                low=round(float(low), YEARS_DIGITS),
+                high=round(float(high), YEARS_DIGITS),
+                level=float(predictions.interval_level),
+            ),
+            bucket=AGE_BUCKET_LABELS[int(np.argmax(buckets))],
+            bucket_probabilities=_labelled(AGE_BUCKET_LABELS, buckets),
+        ),
+        gender=GenderEstimate(
+            label=GENDER_LABELS[gender_index],
+            confidence=round(float(genders[gender_index]), PROBABILITY_DIGITS),
+            probabilities=_labelled(GENDER_LABELS, genders),
+        ),
+    )
+
+
+def _labelled(labels: tuple[str, ...], probabilities: np.ndarray) -> dict[str, float]:
+    return {
+        label: round(float(probability), PROBABILITY_DIGITS)
+        for label, probability in zip(labels, probabilities, strict=True)
+    }
+
+
+def _milliseconds(seconds: float) -> float:
+    return round(seconds * 1000.0, MILLISECONDS_DIGITS)

@@ -1,0 +1,285 @@
+"""The JSON the service speaks: pydantic models of every response, with OpenAPI examples.
+
+The pipeline produces plain dataclasses; `PredictResponse.from_prediction` turns them into the
+typed response, so the API and `facedemo predict --json` print the same documents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from facedemo.manifest import Manifest
+from facedemo.pipeline import DEFAULT_DETECT_MODE, DetectMode, ImagePrediction
+
+__all__ = [
+    "DEFAULT_DETECT_MODE",
+    "PROBLEM_TYPE_BASE",
+    "AgeEstimate",
+    "AgeInterval",
+    "Box",
+    "DetectMode",
+    "DeviceInfo",
+    "Face",
+    "GenderEstimate",
+    "GenderProbabilities",
+    "ImageSize",
+    "Landmarks",
+    "Liveness",
+    "ModelInfo",
+    "ModelRef",
+    "ModelsResponse",
+    "Point",
+    "PredictResponse",
+    "Problem",
+    "Readiness",
+    "Timings",
+    "ValidationIssue",
+]
+
+# Problem types are this base plus the error's code (RFC 9457 "type"); see api/problems.py.
+PROBLEM_TYPE_BASE = "https://facedemo.dev/problems/"
+
+
+def _probability(description: str) -> Any:
+    return Field(ge=0.0, le=1.0, description=description)
+
+
+class ModelRef(BaseModel):
+    """A model's name and the version that answered."""
+
+    name: str = Field(examples=["age-gender-classifier"])
+    version: str = Field(examples=["1.0.0"])
+
+
+class ImageSize(BaseModel):
+    """Size of the decoded image, after EXIF rotation."""
+
+    width: int = Field(ge=1, description="Pixels.")
+    height: int = Field(ge=1, description="Pixels.")
+
+
+class Box(BaseModel):
+    """A face's rectangle in pixels of the decoded (EXIF-rotated) image; origin top left."""
+
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+
+
+class Point(BaseModel):
+    """A position in pixels of the decoded image."""
+
+    x: float
+    y: float
+
+
+class Landmarks(BaseModel):
+    """Five facial landmarks from the face detector."""
+
+    left_eye: Point
+    right_eye: Point
+    nose: Point
+    mouth_left: Point
+    mouth_right: Point
+
+
+class AgeInterval(BaseModel):
+    """The central interval of the calibrated age distribution that holds `level` of it."""
+
+    low: float = Field(ge=0.0, description="Years.")
+    high: float = Field(ge=0.0, description="Years.")
+    level: float = Field(gt=0.0, lt=1.0, description="Probability the age lies inside, e.g. 0.8.")
+
+
+class AgeEstimate(BaseModel):
+    """Age from the regressor (years, interval) and from the classifier (bucket)."""
+
+    years: float = Field(ge=0.0, description="Expected age in years, one decimal.")
+    interval: AgeInterval
+    bucket: str = Field(description="Most probable age bucket.", examples=["25-49"])
+    bucket_probabilities: dict[str, float] = Field(
+        description="Probability of each age bucket; they sum to 1."
+    )
+
+
+class GenderProbabilities(BaseModel):
+    """Probability of each gender label; they sum to 1."""
+
+    male: float = _probability("Probability of male.")
+    female: float = _probability("Probability of female.")
+
+
+class GenderEstimate(BaseModel):
+    """The classifier's gender estimate."""
+
+    label: Literal["male", "female"]
+    confidence: float = _probability("Probability of `label`.")
+    probabilities: GenderProbabilities
+
+
+class Face(BaseModel):
+    """Everything predicted for one face."""
+
+    box: Box
+    detection_confidence: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Detector confidence; null when the image was taken as one face (detect=skip).",
+    )
+    landmarks: Landmarks | None = Field(
+        default=None, description="Five landmarks; null when no detector ran (detect=skip)."
+    )
+    age: AgeEstimate
+    gender: GenderEstimate
+
+
+class Timings(BaseModel):
+    """Milliseconds spent in each stage of the pipeline."""
+
+    decode: float = Field(ge=0.0, description="Decoding and normalising the image.")
+    detect: float = Field(ge=0.0, description="Locating faces and cropping them.")
+    inference: float = Field(ge=0.0, description="Running the models and assembling results.")
+    total: float = Field(ge=0.0, description="The whole pipeline.")
+
+
+_PREDICT_EXAMPLE: dict[str, Any] = {
+    "request_id": "3f0c2a9e8b1d4c7a9e6f5d4c3b2a1908",
+    "models": [
+        {"name": "age-gender-classifier", "version": "1.0.0"},
+        {"name": "age-regressor", "version": "1.0.0"},
+    ],
+    "image": {"width": 200, "height": 200},
+    "faces": [
+        {
+            "box": {"x": 0, "y": 0, "width": 200, "height": 200},
+            "detection_confidence": None,
+            "landmarks": None,
+            "age": {
+                "years": 31.4,
+                "interval": {"low": 24.8, "high": 39.0, "level": 0.8},
+                "bucket": "25-49",
+                "bucket_probabilities": {
+                    "0-24": 0.1812,
+                    "25-49": 0.7421,
+                    "50-74": 0.0705,
+                    "75-99": 0.0061,
+                    "100-124": 0.0001,
+                },
+            },
+            "gender": {
+                "label": "female",
+                "confidence": 0.9312,
+                "probabilities": {"male": 0.0688, "female": 0.9312},
+            },
+        }
+    ],
+    "timings_ms": {"decode": 1.9, "detect": 0.4, "inference": 7.2, "total": 9.6},
+}
+
+
+class PredictResponse(BaseModel):
+    """Age and gender for every face in one image."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_PREDICT_EXAMPLE]})
+
+    request_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex, description="Identifies this answer in logs."
+    )
+    models: list[ModelRef] = Field(description="The models that answered, with their versions.")
+    image: ImageSize
+    faces: list[Face] = Field(description="One entry per face; empty when none was found.")
+    timings_ms: Timings
+
+    @classmethod
+    def from_prediction(
+        cls, prediction: ImagePrediction, request_id: str | None = None
+    ) -> PredictResponse:
+        """The response for one pipeline result; a fresh request id unless one is given."""
+        fields = dataclasses.asdict(prediction)
+        if request_id is not None:
+            fields["request_id"] = request_id
+        return cls.model_validate(fields)
+
+
+class DeviceInfo(BaseModel):
+    """The device the models run on."""
+
+    kind: Literal["cpu", "gpu"]
+    name: str = Field(description='TensorFlow device name, e.g. "CPU:0" or "GPU:0".')
+    tensorflow: str = Field(description="TensorFlow version.", examples=["2.21.0"])
+    gpu_name: str | None = Field(default=None, description="The GPU's model name, on a GPU.")
+
+
+class ModelInfo(Manifest):
+    """A loaded bundle's manifest, and the device it runs on."""
+
+    device: DeviceInfo
+
+
+class ModelsResponse(BaseModel):
+    """Every loaded model and the device in use."""
+
+    device: DeviceInfo
+    models: list[ModelInfo]
+
+
+class Liveness(BaseModel):
+    """The process is up and answering."""
+
+    status: Literal["alive"] = "alive"
+
+
+class Readiness(BaseModel):
+    """Every model is loaded and warmed up: predictions will be answered."""
+
+    status: Literal["ready"] = "ready"
+    models: list[ModelRef]
+    device: DeviceInfo
+
+
+class ValidationIssue(BaseModel):
+    """One reason a request did not validate."""
+
+    loc: list[str | int] = Field(
+        description='Where: e.g. ["query", "detect"] or ["body", "file"].',
+        examples=[["query", "detect"]],
+    )
+    msg: str = Field(examples=["Input should be 'skip'"])
+    type: str = Field(description="Machine-readable kind of problem.", examples=["enum"])
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details (media type application/problem+json)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": PROBLEM_TYPE_BASE + "image_undecodable",
+                    "title": "Image could not be decoded",
+                    "status": 400,
+                    "detail": "the upload is not a readable image: cannot identify image file",
+                    "instance": "/predict",
+                    "code": "image_undecodable",
+                }
+            ]
+        }
+    )
+
+    type: str = Field(
+        default="about:blank", description="URI naming the kind of problem (stable per `code`)."
+    )
+    title: str = Field(description="Short summary of the kind of problem.")
+    status: int = Field(ge=400, le=599, description="The HTTP status code.")
+    detail: str | None = Field(default=None, description="What went wrong with this request.")
+    instance: str | None = Field(default=None, description="The request path.")
+    code: str = Field(description="Stable machine-readable error code; clients branch on it.")
+    errors: list[ValidationIssue] | None = Field(
+        default=None, description="For code validation_error: each invalid part of the request."
+    )

@@ -1,0 +1,485 @@
+"""The HTTP API end to end: the app factory, its lifespan, every route and every error answer."""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+import numpy as np
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from PIL import Image
+
+from facedemo.api import create_app
+from facedemo.api.deps import get_app_settings
+from facedemo.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
+from facedemo.config import Settings
+from facedemo.errors import (
+    BundleError,
+    DeviceUnavailableError,
+    FacedemoError,
+    ImageDecodeError,
+    ImageTooLarge,
+    InputError,
+    ModelError,
+    NotReadyError,
+    UnknownModelError,
+    UnsupportedImageFormat,
+    UploadTooLarge,
+)
+from facedemo.manifest import (
+    AGE_BUCKET_LABELS,
+    CLASSIFIER_NAME,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    REGRESSOR_NAME,
+    Manifest,
+)
+from facedemo.registry import Registry
+from facedemo.schemas import PROBLEM_TYPE_BASE, PredictResponse
+
+if TYPE_CHECKING:
+    from facedemo.api.state import ServiceState
+
+pytestmark = pytest.mark.anyio
+
+ROUTES = {
+    ("post", "/predict"),
+    ("get", "/models"),
+    ("get", "/models/{name}"),
+    ("get", "/livez"),
+    ("get", "/readyz"),
+}
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def image_bytes(image_format: str, height: int = 48, width: int = 64, seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+@asynccontextmanager
+async def running(
+    app: FastAPI, *, raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan started, and a client talking to it in-process."""
+    async with LifespanManager(app, startup_timeout=30) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=raise_app_exceptions)
+        async with httpx.AsyncClient(transport=transport, base_url="http://facedemo") as client:
+            yield client
+
+
+async def settled_readiness(client: httpx.AsyncClient) -> httpx.Response:
+    """/readyz once model loading has finished, one way or the other."""
+    with anyio.fail_after(120):
+        while True:
+            response = await client.get("/readyz")
+            if response.status_code == 200 or "still loading" not in response.json()["detail"]:
+                return response
+            await anyio.sleep(0.05)
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with this status and code; returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert isinstance(body["title"], str) and body["title"]
+    assert body["type"] in (PROBLEM_TYPE_BASE + code, "about:blank")
+    return body
+
+
+@pytest.fixture(scope="module")
+def ready_app(tiny_models_dir: Path) -> FastAPI:
+    return create_app(Settings(models_dir=tiny_models_dir))
+
+
+@pytest.fixture(scope="module")
+async def client(ready_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(ready_app) as client:
+        assert (await settled_readiness(client)).status_code == 200
+        yield client
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+@pytest.mark.parametrize(
+    ("image_format", "content_type"), [("JPEG", "image/jpeg"), ("PNG", "image/png")]
+)
+async def test_predict_returns_the_full_schema(
+    client: httpx.AsyncClient, image_format: str, content_type: str
+) -> None:
+    data = image_bytes(image_format, height=48, width=64)
+    response = await client.post("/predict", files={"file": ("face", data, content_type)})
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    PredictResponse.model_validate(body)
+    assert len(body["request_id"]) == 32
+    assert body["image"] == {"width": 64, "height": 48}
+    assert sorted((model["name"], model["version"]) for model in body["models"]) == [
+        (CLASSIFIER_NAME, "1.0.0"),
+        (REGRESSOR_NAME, "1.0.0"),
+    ]
+    assert set(body["timings_ms"]) == {"decode", "detect", "inference", "total"}
+    [face] = body["faces"]
+    assert face["box"] == {"x": 0, "y": 0, "width": 64, "height": 48}
+    assert face["detection_confidence"] is None
+    age, gender = face["age"], face["gender"]
+    assert list(age["bucket_probabilities"]) == list(AGE_BUCKET_LABELS)
+    assert sum(age["bucket_probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert age["bucket"] in AGE_BUCKET_LABELS
+    assert age["interval"]["level"] == pytest.approx(0.8)
+    assert 0 <= age["interval"]["low"] <= age["interval"]["high"] <= 100
+    assert 0 <= age["years"] <= 100
+    assert age["years"] == round(age["years"], 1)
+    assert sum(gender["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert gender["label"] in ("male", "female")
+    assert gender["confidence"] == gender["probabilities"][gender["label"]] >= 0.5
+
+
+async def test_predict_gives_each_request_its_own_id(client: httpx.AsyncClient) -> None:
+    files = {"file": ("face.png", image_bytes("PNG"), "image/png")}
+    first = await client.post("/predict", files=files)
+    second = await client.post("/predict", files=files)
+
+    assert first.json()["request_id"] != second.json()["request_id"]
+    assert first.json()["faces"] == second.json()["faces"]
+
+
+async def test_predict_without_file_is_a_validation_problem(client: httpx.AsyncClient) -> None:
+    response = await client.post("/predict", data={"other": "field"})
+
+    body = assert_problem(response, 422, "validation_error")
+    assert [issue["loc"] for issue in body["errors"]] == [["body", "file"]]
+    assert body["instance"] == "/predict"
+
+
+async def test_predict_with_json_body_is_a_validation_problem(client: httpx.AsyncClient) -> None:
+    response = await client.post("/predict", json={"file": "aGVsbG8="})
+
+    assert_problem(response, 422, "validation_error")
+
+
+async def test_predict_with_unknown_detect_mode_is_a_validation_problem(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/predict",
+        params={"detect": "banana"},
+        files={"file": ("face.png", image_bytes("PNG"), "image/png")},
+    )
+
+    body = assert_problem(response, 422, "validation_error")
+    assert [issue["loc"] for issue in body["errors"]] == [["query", "detect"]]
+    assert "skip" in body["detail"]
+
+
+async def test_predict_with_text_is_an_undecodable_image(client: httpx.AsyncClient) -> None:
+    secret = b"name,salary\nalice,123456\n"
+    response = await client.post("/predict", files={"file": ("face.jpg", secret, "image/jpeg")})
+
+    body = assert_problem(response, 400, "image_undecodable")
+    assert body["type"] == PROBLEM_TYPE_BASE + "image_undecodable"
+    assert body["instance"] == "/predict"
+    assert "salary" not in response.text
+
+
+async def test_predict_with_a_pdf_is_an_unsupported_format(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/predict",
+        files={"file": ("doc.pdf", b"%PDF-1.7\n%\xe2\xe3\n1 0 obj\n", "application/pdf")},
+    )
+
+    assert_problem(response, 415, "unsupported_format")
+
+
+async def test_predict_refuses_an_upload_over_the_byte_limit(
+    client: httpx.AsyncClient, ready_app: FastAPI, tiny_models_dir: Path
+) -> None:
+    data = image_bytes("PNG", height=40, width=40)
+    limit = len(data) - 1
+    ready_app.dependency_overrides[get_app_settings] = lambda: Settings(
+        models_dir=tiny_models_dir, max_upload_bytes=limit
+    )
+    try:
+        too_big = await client.post("/predict", files={"file": ("face.png", data, "image/png")})
+        just_fits = await client.post(
+            "/predict", files={"file": ("face.png", data[:limit], "image/png")}
+        )
+    finally:
+        ready_app.dependency_overrides.clear()
+
+    body = assert_problem(too_big, 413, "upload_too_large")
+    assert str(limit) in body["detail"]
+    # At the limit the bytes are read and judged as an image (here a truncated PNG).
+    assert_problem(just_fits, 400, "image_undecodable")
+    assert (await client.post("/predict", files={"file": ("f.png", data, "image/png")})).is_success
+
+
+async def test_an_unexpected_error_is_a_500_problem_without_internals(
+    ready_app: FastAPI,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state: ServiceState = ready_app.state.service
+
+    def explode(data: bytes, detect: object) -> None:
+        raise RuntimeError("secret internal state /srv/keys")
+
+    monkeypatch.setattr(state.pipeline, "predict_image", explode)
+    transport = httpx.ASGITransport(app=ready_app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://facedemo") as raw:
+        with caplog.at_level(logging.ERROR, logger="facedemo.api.problems"):
+            response = await raw.post(
+                "/predict", files={"file": ("face.png", image_bytes("PNG"), "image/png")}
+            )
+
+    assert_problem(response, 500, "internal_error")
+    assert "secret" not in response.text and "RuntimeError" not in response.text
+    [record] = [r for r in caplog.records if r.name == "facedemo.api.problems"]
+    assert record.exc_info is not None and "secret internal state" in str(record.exc_info[1])
+
+
+# ----------------------------------------------------------------------------- models
+
+
+async def test_models_lists_both_manifests_and_the_device(
+    client: httpx.AsyncClient, tiny_models_dir: Path
+) -> None:
+    response = await client.get("/models")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["device"]["kind"] in ("cpu", "gpu")
+    assert body["device"]["name"] in ("CPU:0", "GPU:0")
+    assert [model["name"] for model in body["models"]] == [CLASSIFIER_NAME, REGRESSOR_NAME]
+    for model in body["models"]:
+        on_disk = Manifest.model_validate_json(
+            (tiny_models_dir / model["name"] / "1.0.0" / MANIFEST_FILE).read_bytes()
+        )
+        assert model["model_sha256"] == on_disk.model_sha256
+        assert model["device"] == body["device"]
+
+
+async def test_one_model_shows_its_manifest(client: httpx.AsyncClient) -> None:
+    response = await client.get(f"/models/{REGRESSOR_NAME}")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["name"], body["version"], body["task"]) == (
+        REGRESSOR_NAME,
+        "1.0.0",
+        "age-regression",
+    )
+    assert body["calibration"]["interval_level"] == pytest.approx(0.8)
+    assert body["input"]["height"] == body["input"]["width"] == 32
+
+
+async def test_unknown_model_is_a_404_problem_naming_the_known_ones(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/models/face-recogniser")
+
+    body = assert_problem(response, 404, "unknown_model")
+    assert "face-recogniser" in body["detail"]
+    assert CLASSIFIER_NAME in body["detail"] and REGRESSOR_NAME in body["detail"]
+
+
+# ----------------------------------------------------------------------------- health
+
+
+async def test_livez_and_readyz_when_loaded(client: httpx.AsyncClient) -> None:
+    live = await client.get("/livez")
+    ready = await client.get("/readyz")
+
+    assert (live.status_code, live.json()) == (200, {"status": "alive"})
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready"
+    assert {model["name"] for model in body["models"]} == {CLASSIFIER_NAME, REGRESSOR_NAME}
+    assert body["device"]["kind"] in ("cpu", "gpu")
+
+
+async def test_empty_models_dir_keeps_the_service_up_but_not_ready(tmp_path: Path) -> None:
+    app = create_app(Settings(models_dir=tmp_path))
+    async with running(app) as client:
+        ready = await settled_readiness(client)
+        live = await client.get("/livez")
+        predict = await client.post(
+            "/predict", files={"file": ("face.png", image_bytes("PNG"), "image/png")}
+        )
+        models = await client.get("/models")
+
+    body = assert_problem(ready, 503, "not_ready")
+    assert "failed to load" in body["detail"] and "no bundle" in body["detail"]
+    assert live.status_code == 200
+    assert assert_problem(predict, 503, "not_ready")["detail"] == body["detail"]
+    assert_problem(models, 503, "not_ready")
+
+
+async def test_a_tampered_bundle_keeps_the_service_not_ready(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
+    models_dir = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, models_dir)
+    with (models_dir / REGRESSOR_NAME / "1.0.0" / MODEL_FILE).open("ab") as model_file:
+        model_file.write(b"tampered")
+
+    async with running(create_app(Settings(models_dir=models_dir))) as client:
+        ready = await settled_readiness(client)
+        live = await client.get("/livez")
+
+    body = assert_problem(ready, 503, "not_ready")
+    assert "checksum mismatch" in body["detail"]
+    assert live.status_code == 200
+
+
+@pytest.fixture
+def blocked_loading(
+    monkeypatch: pytest.MonkeyPatch, tiny_registry: Registry
+) -> Iterator[threading.Event]:
+    """Registry.load waits for the returned event, then gives the already loaded test registry."""
+    release = threading.Event()
+
+    def slow_load(models_dir: Path, **options: object) -> Registry:
+        if not release.wait(timeout=60):
+            raise TimeoutError("the test never released the loader")
+        return tiny_registry
+
+    monkeypatch.setattr(Registry, "load", slow_load)
+    yield release
+    release.set()
+
+
+async def test_livez_answers_while_models_load(
+    blocked_loading: threading.Event, tiny_models_dir: Path
+) -> None:
+    async with running(create_app(Settings(models_dir=tiny_models_dir))) as client:
+        live = await client.get("/livez")
+        loading = await client.get("/readyz")
+        predict = await client.post(
+            "/predict", files={"file": ("face.png", image_bytes("PNG"), "image/png")}
+        )
+        blocked_loading.set()
+        ready = await settled_readiness(client)
+        predicted = await client.post(
+            "/predict", files={"file": ("face.png", image_bytes("PNG"), "image/png")}
+        )
+
+    assert live.status_code == 200
+    assert assert_problem(loading, 503, "not_ready")["detail"] == "models are still loading"
+    assert_problem(predict, 503, "not_ready")
+    assert ready.status_code == 200
+    assert predicted.status_code == 200
+
+
+# ----------------------------------------------------------------------------- routing and docs
+
+
+async def test_unknown_route_and_wrong_method_are_problems(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/nothing-here")
+    wrong_method = await client.get("/predict")
+
+    assert_problem(missing, 404, "not_found")
+    assert missing.json()["type"] == "about:blank"
+    assert_problem(wrong_method, 405, "method_not_allowed")
+    assert wrong_method.headers["allow"] == "POST"
+
+
+async def test_openapi_documents_every_route_and_its_errors(client: httpx.AsyncClient) -> None:
+    response = await client.get("/openapi.json")
+
+    assert response.status_code == 200
+    document = response.json()
+    paths = document["paths"]
+    assert {(method, path) for path, item in paths.items() for method in item} == ROUTES
+    for method, path in ROUTES:
+        operation = paths[path][method]
+        assert operation["summary"] and not operation["summary"].endswith("."), (method, path)
+        for status, answer in operation["responses"].items():
+            if status.startswith(("4", "5")):
+                assert list(answer["content"]) == [PROBLEM_MEDIA_TYPE], (path, status)
+                assert answer["content"][PROBLEM_MEDIA_TYPE]["schema"]["$ref"].endswith("/Problem")
+    predict = paths["/predict"]["post"]
+    assert predict["summary"] == "Estimate age and gender for the faces in one image"
+    assert {"200", "400", "413", "415", "422", "500", "503"} <= set(predict["responses"])
+    assert "404" in paths["/models/{name}"]["get"]["responses"]
+    assert "503" in paths["/readyz"]["get"]["responses"]
+    schemas = document["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas
+    assert schemas["PredictResponse"]["examples"][0]["faces"][0]["gender"]["label"] == "female"
+    detect = next(p for p in predict["parameters"] if p["name"] == "detect")
+    assert detect["in"] == "query"
+
+
+async def test_docs_page_is_served(client: httpx.AsyncClient) -> None:
+    response = await client.get("/docs")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "/openapi.json" in response.text
+
+
+# ----------------------------------------------------------------------------- the error mapping
+
+ERROR_CASES = [
+    (InputError("bad"), 400, "bad_input"),
+    (ImageDecodeError("bad"), 400, "image_undecodable"),
+    (UnsupportedImageFormat("svg"), 415, "unsupported_format"),
+    (ImageTooLarge("big"), 413, "image_too_large"),
+    (UploadTooLarge("big"), 413, "upload_too_large"),
+    (ModelError("broken"), 500, "model_error"),
+    (BundleError("broken"), 503, "bad_bundle"),
+    (UnknownModelError("x", ["a", "b"]), 404, "unknown_model"),
+    (DeviceUnavailableError("no gpu"), 503, "device_unavailable"),
+    (NotReadyError("loading"), 503, "not_ready"),
+]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"), ERROR_CASES, ids=[case[2] for case in ERROR_CASES]
+)
+async def test_every_error_class_maps_to_its_problem(
+    error: FacedemoError, status: int, code: str
+) -> None:
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/fail")
+    async def fail() -> None:
+        raise error
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://facedemo") as client:
+        response = await client.get("/fail")
+
+    body = assert_problem(response, status, code)
+    assert body == {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": error.title,
+        "status": status,
+        "detail": error.detail,
+        "instance": "/fail",
+        "code": code,
+    }

@@ -1,0 +1,252 @@
+"""The `facedemo` command: predict, models and serve, driven through `main(argv)`."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facedemo import cli
+from facedemo.config import get_settings
+from facedemo.manifest import CLASSIFIER_NAME, MANIFEST_FILE, MODEL_FILE, REGRESSOR_NAME
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """Environment variables for the CLI's settings, read afresh by each `main` call."""
+    for name in ("HOST", "PORT", "MODELS_DIR", "MODEL_PINS", "DEVICE", "LOG_LEVEL"):
+        monkeypatch.delenv(f"FACEDEMO_{name}", raising=False)
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def models_env(settings_env: pytest.MonkeyPatch, tiny_models_dir: Path) -> Path:
+    settings_env.setenv("FACEDEMO_MODELS_DIR", str(tiny_models_dir))
+    return tiny_models_dir
+
+
+def write_png(path: Path, height: int, width: int, seed: int = 0) -> Path:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def test_predict_json_prints_one_object_per_image_and_survives_bad_ones(
+    models_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = write_png(tmp_path / "good.png", 30, 20)
+    other = write_png(tmp_path / "other.png", 16, 16, seed=1)
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("just text")
+    missing = tmp_path / "missing.png"
+
+    status = cli.main(["predict", str(good), str(missing), str(not_an_image), str(other), "--json"])
+
+    captured = capsys.readouterr()
+    assert status == 1
+    documents = [json.loads(line) for line in captured.out.splitlines()]
+    assert [document["file"] for document in documents] == [str(good), str(other)]
+    first = documents[0]
+    assert first["image"] == {"width": 20, "height": 30}
+    assert first["faces"][0]["box"] == {"x": 0, "y": 0, "width": 20, "height": 30}
+    assert first["faces"][0]["gender"]["label"] in ("male", "female")
+    assert {model["name"] for model in first["models"]} == {CLASSIFIER_NAME, REGRESSOR_NAME}
+    assert "missing.png" in captured.err and "notes.jpg" in captured.err
+    assert "good.png" not in captured.err
+
+
+def test_predict_prints_a_table_by_default(
+    models_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = write_png(tmp_path / "face.png", 24, 24)
+
+    status = cli.main(["predict", str(image), "--detect", "skip"])
+
+    out = capsys.readouterr().out
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{image}: 24x24, 1 face, ")
+    assert "80% interval" in lines[1]
+    row = lines[2].split()
+    assert row[:2] == ["1", "0,0,24,24"]
+    assert row[5] in ("male", "female")
+    assert not out.lstrip().startswith("{")
+
+
+def test_predict_without_models_fails_with_the_reason(
+    settings_env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings_env.setenv("FACEDEMO_MODELS_DIR", str(tmp_path / "nowhere"))
+    image = write_png(tmp_path / "face.png", 8, 8)
+
+    status = cli.main(["predict", str(image)])
+
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.out == ""
+    assert "models not loaded" in captured.err and "nowhere" in captured.err
+
+
+def test_predict_refuses_an_unknown_detect_mode(
+    models_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["predict", "face.png", "--detect", "banana"])
+
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'banana'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def test_models_lists_and_checks_each_bundle(
+    models_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = cli.main(["models"])
+
+    out = capsys.readouterr().out
+    assert status == 0
+    rows = [line for line in out.splitlines() if line.startswith("*")]
+    assert [row.split()[1:3] for row in rows[:2]] == [
+        [CLASSIFIER_NAME, "1.0.0"],
+        [REGRESSOR_NAME, "1.0.0"],
+    ]
+    assert all(row.split()[-1] == "ok" for row in rows[:2])
+    assert "age-gender-classification" in out and "age-regression" in out
+
+
+def test_models_json_reports_a_tampered_bundle_and_fails(
+    settings_env: pytest.MonkeyPatch,
+    tiny_models_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    models_dir = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, models_dir)
+    newer = models_dir / CLASSIFIER_NAME / "1.1.0"
+    shutil.copytree(models_dir / CLASSIFIER_NAME / "1.0.0", newer)
+    manifest = json.loads((newer / MANIFEST_FILE).read_text())
+    (newer / MANIFEST_FILE).write_text(json.dumps({**manifest, "version": "1.1.0"}))
+    with (newer / MODEL_FILE).open("ab") as model_file:
+        model_file.write(b"tampered")
+    settings_env.setenv("FACEDEMO_MODELS_DIR", str(models_dir))
+
+    status = cli.main(["models", "--json"])
+
+    captured = capsys.readouterr()
+    rows: list[dict[str, Any]] = json.loads(captured.out)
+    assert status == 1
+    by_version = {(row["name"], row["version"]): row for row in rows}
+    assert set(by_version) == {
+        (CLASSIFIER_NAME, "1.0.0"),
+        (CLASSIFIER_NAME, "1.1.0"),
+        (REGRESSOR_NAME, "1.0.0"),
+    }
+    broken = by_version[(CLASSIFIER_NAME, "1.1.0")]
+    assert broken["selected"] is True and broken["ok"] is False
+    assert "checksum mismatch" in broken["problem"]
+    older = by_version[(CLASSIFIER_NAME, "1.0.0")]
+    assert older["selected"] is False and older["ok"] is True
+    assert older["task"] == "age-gender-classification" and len(older["model_sha256"]) == 64
+    assert "checksum mismatch" in captured.err
+
+
+def test_models_with_a_missing_folder_fails(
+    settings_env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings_env.setenv("FACEDEMO_MODELS_DIR", str(tmp_path / "absent"))
+
+    status = cli.main(["models"])
+
+    assert status == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- serve
+
+
+@pytest.fixture
+def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    import uvicorn
+
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    return calls
+
+
+def test_serve_runs_the_app_factory_with_settings_from_the_environment(
+    settings_env: pytest.MonkeyPatch, uvicorn_calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+) -> None:
+    settings_env.setenv("FACEDEMO_HOST", "0.0.0.0")
+    settings_env.setenv("FACEDEMO_PORT", "9001")
+    settings_env.setenv("FACEDEMO_LOG_LEVEL", "warning")
+
+    assert cli.main(["serve"]) == 0
+
+    [(args, kwargs)] = uvicorn_calls
+    assert args == ("facedemo.api:create_app",)
+    assert kwargs["factory"] is True
+    assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("0.0.0.0", 9001, 1)
+    assert kwargs["log_level"] == "warning"
+    assert kwargs["log_config"]["loggers"]["facedemo"]["level"] == "WARNING"
+
+
+def test_serve_flags_override_the_environment(
+    settings_env: pytest.MonkeyPatch, uvicorn_calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+) -> None:
+    settings_env.setenv("FACEDEMO_PORT", "9001")
+
+    assert cli.main(["serve", "--host", "::1", "--port", "8123", "--workers", "3"]) == 0
+
+    [(_, kwargs)] = uvicorn_calls
+    assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("::1", 8123, 3)
+
+
+@pytest.mark.parametrize("flags", [["--port", "0"], ["--port", "70000"], ["--workers", "zero"]])
+def test_serve_rejects_bad_flags(
+    settings_env: pytest.MonkeyPatch,
+    uvicorn_calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    flags: list[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", *flags])
+
+    assert exit_info.value.code == 2
+    assert uvicorn_calls == []
+
+
+def test_invalid_settings_are_reported_not_raised(
+    settings_env: pytest.MonkeyPatch,
+    uvicorn_calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings_env.setenv("FACEDEMO_PORT", "not-a-port")
+
+    assert cli.main(["serve"]) == 2
+
+    assert "FACEDEMO_" in capsys.readouterr().err
+    assert uvicorn_calls == []
+
+
+def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in cli.SUBCOMMANDS)
