@@ -83,6 +83,11 @@ class Manifest(BaseModel):
     metrics: dict[str, Any] = Field(description="Validation metrics, overall and per group.")
 
 
+def age_bucket(age: float) -> int:
+    """Index into AGE_BUCKET_LABELS: `age // 25`, capped at the last bucket."""
+    return min(max(int(age), 0) // 25, len(AGE_BUCKET_LABELS) - 1)
+
+
 def version_key(version: str) -> tuple[int, ...]:
     """Sort key so that "1.10" is newer than "1.9"."""
     return tuple(int(part) for part in version.split("."))

@@ -1,0 +1,64 @@
+"""Small separable CNNs sized for CPU training and well under 100 MFLOPs per face."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+# (filters, stride) of each depthwise-separable block after the stem.
+BACKBONE_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (256, 1), (512, 2))
+
+
+def _separable_block(x: keras.KerasTensor, filters: int, stride: int, name: str) -> keras.KerasTensor:
+    x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    x = layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(x)
+    x = layers.BatchNormalization(name=f"{name}_pw_bn")(x)
+    return layers.ReLU(6.0, name=f"{name}_pw_relu")(x)
+
+
+def backbone(inputs: keras.KerasTensor, width: float = 1.0) -> keras.KerasTensor:
+    """Pixels 0..255 -> a pooled feature vector."""
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
+    x = layers.Conv2D(int(32 * width), 3, strides=2, padding="same", use_bias=False, name="stem")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(x)
+    for index, (filters, stride) in enumerate(BACKBONE_BLOCKS):
+        x = _separable_block(x, int(filters * width), stride, name=f"block{index + 1}")
+    return layers.GlobalAveragePooling2D(name="pool")(x)
+
+
+def classifier_model(size: int, width: float, dropout: float) -> keras.Model:
+    """Age bucket (5-way) and gender (2-way) softmax heads on one backbone."""
+    inputs = keras.Input((size, size, 3), name="face")
+    features = layers.Dropout(dropout, name="dropout")(backbone(inputs, width))
+    outputs = {
+        "age_bucket": layers.Dense(5, activation="softmax", name="age_bucket")(features),
+        "gender": layers.Dense(2, activation="softmax", name="gender")(features),
+    }
+    return keras.Model(inputs, outputs, name="age_gender_classifier")
+
+
+def regressor_model(size: int, width: float, dropout: float, ages: int) -> keras.Model:
+    """Logits over integer ages 0..ages-1 (a distribution, from which mean and interval follow)."""
+    inputs = keras.Input((size, size, 3), name="face")
+    features = layers.Dropout(dropout, name="dropout")(backbone(inputs, width))
+    outputs = {"age_logits": layers.Dense(ages, name="age_logits")(features)}
+    return keras.Model(inputs, outputs, name="age_regressor")
+
+
+def count_flops(model: keras.Model) -> int:
+    """Multiply-adds x 2 of the convolution and dense layers for one face."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.DepthwiseConv2D):
+            _, height, width, channels = layer.output.shape
+            total += 2 * height * width * channels * layer.kernel_size[0] * layer.kernel_size[1]
+        elif isinstance(layer, layers.Conv2D):
+            _, height, width, filters = layer.output.shape
+            channels = layer.input.shape[-1]
+            total += 2 * height * width * filters * channels * layer.kernel_size[0] * layer.kernel_size[1]
+        elif isinstance(layer, layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return int(total)

@@ -1,0 +1,155 @@
+"""What both training scripts share: command line, data preparation, time budget, reporting."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from facedemo.manifest import AGE_BUCKET_LABELS
+from facedemo.metrics import buckets_of
+from train.utkface import ArraySet, ScanReport, dataset_checksum, load_arrays, scan_folder, stratified_split
+
+SPLIT_FRACTIONS = {"train": 0.8, "calibration": 0.1, "validation": 0.1}
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def base_parser(description: str, default_epochs: int) -> argparse.ArgumentParser:
+    """Arguments common to both scripts; defaults are the ones the committed bundles used."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared/data/utkface")
+    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
+    parser.add_argument("--version", default="1.0.0")
+    parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache")
+    parser.add_argument("--size", type=int, default=64, help="input height and width in pixels")
+    parser.add_argument("--width", type=float, default=1.0, help="channel multiplier")
+    parser.add_argument("--dropout", type=float, default=0.3)
+    parser.add_argument("--epochs", type=int, default=default_epochs)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all)")
+    parser.add_argument("--max-minutes", type=float, default=90.0, help="stop early past this")
+    parser.add_argument("--limit", type=int, default=0, help="use only N training images (smoke runs)")
+    return parser
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedData:
+    splits: dict[str, ArraySet]
+    report: ScanReport
+    checksum: str
+    split_checksums: dict[str, str]
+
+
+def prepare(args: argparse.Namespace) -> PreparedData:
+    """Scan, de-duplicate, split and decode (cached) the UTKFace folder."""
+    keras.utils.set_random_seed(args.seed)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    started = time.monotonic()
+    images, report = scan_folder(args.data)
+    if not images:
+        raise ValueError(f"no labelled images found in {args.data}")
+    splits = stratified_split(images, SPLIT_FRACTIONS, seed=args.seed)
+    if args.limit:
+        splits["train"] = splits["train"][: args.limit]
+    arrays = {name: load_arrays(items, args.size, args.cache_dir) for name, items in splits.items()}
+    log(
+        f"data: {report.files} files, {report.parsed} parsed, {len(report.unparseable)} skipped, "
+        f"{report.duplicates_dropped} duplicates dropped ({report.conflicting_groups_dropped} "
+        f"conflicting groups removed); split "
+        + ", ".join(f"{name} {len(items)}" for name, items in splits.items())
+        + f" ({time.monotonic() - started:.0f} s)"
+    )
+    return PreparedData(
+        splits=arrays,
+        report=report,
+        checksum=dataset_checksum(images),
+        split_checksums={name: dataset_checksum(items) for name, items in splits.items()},
+    )
+
+
+def bucket_weights(ages: np.ndarray, power: float) -> np.ndarray:
+    """Per-sample weights (count of the sample's bucket)^-power, normalised to mean 1."""
+    buckets = buckets_of(ages.astype(np.float64))
+    counts = np.bincount(buckets, minlength=len(AGE_BUCKET_LABELS)).astype(np.float64)
+    weights = np.maximum(counts, 1.0)[buckets] ** -power
+    return (weights / weights.mean()).astype(np.float32)
+
+
+def cosine_schedule(args: argparse.Namespace, train_size: int) -> keras.optimizers.schedules.CosineDecay:
+    """One epoch of linear warm-up, then cosine decay to zero over the remaining epochs."""
+    steps_per_epoch = train_size // args.batch_size
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=args.learning_rate / 10,
+        decay_steps=max(1, steps_per_epoch * (args.epochs - 1)),
+        warmup_target=args.learning_rate,
+        warmup_steps=steps_per_epoch,
+    )
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training before an epoch that would not finish within the budget."""
+
+    def __init__(self, minutes: float) -> None:
+        super().__init__()
+        self.seconds = minutes * 60
+        self.started = time.monotonic()
+        self.epochs_run = 0
+        self.stopped_early = False
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epochs_run = epoch + 1
+        elapsed = time.monotonic() - self.started
+        if elapsed / self.epochs_run * (self.epochs_run + 1) > self.seconds:
+            self.stopped_early = True
+            self.model.stop_training = True
+            log(f"time budget: stopping after epoch {self.epochs_run} ({elapsed / 60:.1f} min)")
+
+
+def training_record(
+    args: argparse.Namespace, data: PreparedData, budget: TimeBudget, wall_seconds: float, script: str
+) -> dict[str, Any]:
+    """The manifest's `training` section: data, split, config, command and wall time."""
+    config = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    return {
+        "data": {
+            "name": "UTKFace (aligned & cropped faces)",
+            "folder": args.data.name,
+            "files": data.report.files,
+            "unparseable": len(data.report.unparseable),
+            "duplicates_dropped": data.report.duplicates_dropped,
+            "conflicting_duplicate_groups_dropped": data.report.conflicting_groups_dropped,
+            "checksum": data.checksum,
+        },
+        "split": {
+            "seed": args.seed,
+            "stratified_by": "age bucket x gender",
+            "fractions": SPLIT_FRACTIONS,
+            "sizes": {name: len(arrays.names) for name, arrays in data.splits.items()},
+            "checksums": data.split_checksums,
+        },
+        "config": config,
+        "command": f"python -m {script} " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
+        "epochs_run": budget.epochs_run,
+        "stopped_by_time_budget": budget.stopped_early,
+        "wall_time_minutes": round(wall_seconds / 60, 1),
+        "hardware": f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads, CPU",
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+
+
+def log(message: str) -> None:
+    """Progress on stdout, flushed so `nohup ... > log` shows it live."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)

@@ -1,0 +1,79 @@
+"""MODEL_CARD.md text, written from the same figures that go into the manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+RESPONSIBLE_USE = """## Responsible use
+- Gender is a binary estimate of how a face *appears* (labels: male/female as annotated in
+  UTKFace), not a person's gender identity.
+- Ages are estimates from appearance, with noisy training labels. Use the figures for aggregate
+  statistics (e.g. the age mix of an audience), never for decisions about an individual person
+  (age verification, access, hiring, policing).
+- Accuracy differs between groups (tables above). Check it on data like yours before relying on it.
+- UTKFace is licensed for non-commercial research only; so are models trained on it.
+"""
+
+
+def _figure(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def metrics_table(report: dict[str, Any], columns: list[str]) -> str:
+    """Markdown table: overall, then one row per group of each grouping."""
+    lines = ["| group | n | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
+    rows = [("overall", report)]
+    for grouping, groups in report.get("groups", {}).items():
+        rows.extend((f"{grouping}: {name}", figures) for name, figures in groups.items())
+    for name, figures in rows:
+        cells = " | ".join(_figure(figures.get(column)) for column in columns)
+        lines.append(f"| {name} | {figures['n']} | {cells} |")
+    return "\n".join(lines)
+
+
+def render(
+    *,
+    title: str,
+    summary: str,
+    manifest_fields: dict[str, Any],
+    report: dict[str, Any],
+    columns: list[str],
+    weaknesses: list[str],
+) -> str:
+    """The whole card."""
+    training = manifest_fields["training"]
+    split = training["split"]
+    data = training["data"]
+    sizes = ", ".join(f"{name} {size}" for name, size in split["sizes"].items())
+    weakness_lines = "\n".join(f"- {item}" for item in weaknesses)
+    return f"""# {title} {manifest_fields['version']}
+
+{summary}
+
+## Data
+UTKFace aligned & cropped faces (folder `{data['folder']}`): {data['files']} files,
+{data['unparseable']} unparseable names skipped, {data['duplicates_dropped']} byte-identical duplicates
+dropped ({data['conflicting_duplicate_groups_dropped']} duplicate groups with disagreeing labels removed
+whole). Data checksum `{data['checksum'][:16]}`.
+
+Split (seed {split['seed']}, stratified by {split['stratified_by']}): {sizes}. The calibration split
+is used only for fitting calibration; the validation split only for the figures below.
+
+## Training
+```
+{training['command']}
+```
+{training['epochs_run']} epochs, {training['wall_time_minutes']} minutes wall time on
+{training['hardware']} (TensorFlow {training['tensorflow']}, Keras {training['keras']}).
+Input: {manifest_fields['input']['height']}x{manifest_fields['input']['width']} RGB.
+Parameters: see manifest; about {manifest_fields['flops_per_face'] / 1e6:.0f} MFLOPs per face.
+
+## Validation figures
+{metrics_table(report, columns)}
+
+## Known weaknesses
+{weakness_lines}
+
+{RESPONSIBLE_USE}"""
