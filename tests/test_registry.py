@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from tests.bundles import INTERVAL_LEVEL, write_tiny_bundles
 
+from facedemo.age_distribution import age_summary, cdf_quantiles, softmax
+from facedemo.bundles import available_versions
 from facedemo.errors import BundleError, UnknownModelError
 from facedemo.manifest import (
     AGE_BUCKET_LABELS,
@@ -22,14 +24,7 @@ from facedemo.manifest import (
     MODEL_FILE,
     REGRESSOR_NAME,
 )
-from facedemo.registry import (
-    PADDED_BATCH_SIZES,
-    Registry,
-    age_summary,
-    available_versions,
-    cdf_quantiles,
-    softmax,
-)
+from facedemo.registry import PADDED_BATCH_SIZES, Registry
 from train.bundle import write_bundle
 
 AGES = 101

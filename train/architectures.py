@@ -9,8 +9,12 @@ from keras import layers
 BACKBONE_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (256, 1), (512, 2))
 
 
-def _separable_block(x: keras.KerasTensor, filters: int, stride: int, name: str) -> keras.KerasTensor:
-    x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+def _separable_block(
+    x: keras.KerasTensor, filters: int, stride: int, name: str
+) -> keras.KerasTensor:
+    x = layers.DepthwiseConv2D(
+        3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw"
+    )(x)
     x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
     x = layers.ReLU(6.0, name=f"{name}_dw_relu")(x)
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(x)
@@ -58,7 +62,15 @@ def count_flops(model: keras.Model) -> int:
         elif isinstance(layer, layers.Conv2D):
             _, height, width, filters = layer.output.shape
             channels = layer.input.shape[-1]
-            total += 2 * height * width * filters * channels * layer.kernel_size[0] * layer.kernel_size[1]
+            total += (
+                2
+                * height
+                * width
+                * filters
+                * channels
+                * layer.kernel_size[0]
+                * layer.kernel_size[1]
+            )
         elif isinstance(layer, layers.Dense):
             total += 2 * layer.input.shape[-1] * layer.units
     return int(total)

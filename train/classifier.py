@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
 
     model = classifier_model(args.size, args.width, args.dropout)
     model.compile(
-        optimizer=keras.optimizers.AdamW(cosine_schedule(args, len(train.names)), args.weight_decay),
+        optimizer=keras.optimizers.AdamW(
+            cosine_schedule(args, len(train.names)), args.weight_decay
+        ),
         loss={
             "age_bucket": keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
             "gender": keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
@@ -78,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def one_hot(arrays: ArraySet) -> dict[str, np.ndarray]:
         return {
-            "age_bucket": np.eye(len(AGE_BUCKET_LABELS), dtype=np.float32)[targets(arrays)["age_bucket"]],
+            "age_bucket": np.eye(len(AGE_BUCKET_LABELS), dtype=np.float32)[
+                targets(arrays)["age_bucket"]
+            ],
             "gender": np.eye(len(GENDER_LABELS), dtype=np.float32)[arrays.genders],
         }
 
@@ -95,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         validation.images, one_hot(validation), batch_size=256, training=False, seed=args.seed
     )
     budget = TimeBudget(args.max_minutes)
-    model.fit(train_set, validation_data=validation_set, epochs=args.epochs, callbacks=[budget], verbose=2)
+    model.fit(
+        train_set, validation_data=validation_set, epochs=args.epochs, callbacks=[budget], verbose=2
+    )
 
     report = evaluation_report(labels(validation), estimates(model, validation))
     log(
@@ -112,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             "gender": {"kind": "probabilities", "labels": list(GENDER_LABELS)},
         },
         "flops_per_face": count_flops(model),
-        "training": training_record(args, data, budget, time.monotonic() - started, "train.classifier"),
+        "training": training_record(
+            args, data, budget, time.monotonic() - started, "train.classifier"
+        ),
         "metrics": {"validation": report},
     }
     card = model_card.render(

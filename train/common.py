@@ -16,7 +16,14 @@ import tensorflow as tf
 
 from facedemo.manifest import AGE_BUCKET_LABELS
 from facedemo.metrics import buckets_of
-from train.utkface import ArraySet, ScanReport, dataset_checksum, load_arrays, scan_folder, stratified_split
+from train.utkface import (
+    ArraySet,
+    ScanReport,
+    dataset_checksum,
+    load_arrays,
+    scan_folder,
+    stratified_split,
+)
 
 SPLIT_FRACTIONS = {"train": 0.8, "calibration": 0.1, "validation": 0.1}
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +44,13 @@ def base_parser(description: str, default_epochs: int) -> argparse.ArgumentParse
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all)"
+    )
     parser.add_argument("--max-minutes", type=float, default=90.0, help="stop early past this")
-    parser.add_argument("--limit", type=int, default=0, help="use only N training images (smoke runs)")
+    parser.add_argument(
+        "--limit", type=int, default=0, help="use only N training images (smoke runs)"
+    )
     return parser
 
 
@@ -87,7 +98,9 @@ def bucket_weights(ages: np.ndarray, power: float) -> np.ndarray:
     return (weights / weights.mean()).astype(np.float32)
 
 
-def cosine_schedule(args: argparse.Namespace, train_size: int) -> keras.optimizers.schedules.CosineDecay:
+def cosine_schedule(
+    args: argparse.Namespace, train_size: int
+) -> keras.optimizers.schedules.CosineDecay:
     """One epoch of linear warm-up, then cosine decay to zero over the remaining epochs."""
     steps_per_epoch = train_size // args.batch_size
     return keras.optimizers.schedules.CosineDecay(
@@ -118,10 +131,16 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 def training_record(
-    args: argparse.Namespace, data: PreparedData, budget: TimeBudget, wall_seconds: float, script: str
+    args: argparse.Namespace,
+    data: PreparedData,
+    budget: TimeBudget,
+    wall_seconds: float,
+    script: str,
 ) -> dict[str, Any]:
     """The manifest's `training` section: data, split, config, command and wall time."""
-    config = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    config = {
+        key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
+    }
     return {
         "data": {
             "name": "UTKFace (aligned & cropped faces)",
@@ -144,7 +163,7 @@ def training_record(
         "epochs_run": budget.epochs_run,
         "stopped_by_time_budget": budget.stopped_early,
         "wall_time_minutes": round(wall_seconds / 60, 1),
-        "hardware": f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads, CPU",
+        "threads": tf.config.threading.get_intra_op_parallelism_threads() or "all",
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }

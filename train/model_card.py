@@ -48,27 +48,27 @@ def render(
     data = training["data"]
     sizes = ", ".join(f"{name} {size}" for name, size in split["sizes"].items())
     weakness_lines = "\n".join(f"- {item}" for item in weaknesses)
-    return f"""# {title} {manifest_fields['version']}
+    return f"""# {title} {manifest_fields["version"]}
 
 {summary}
 
 ## Data
-UTKFace aligned & cropped faces (folder `{data['folder']}`): {data['files']} files,
-{data['unparseable']} unparseable names skipped, {data['duplicates_dropped']} byte-identical duplicates
-dropped ({data['conflicting_duplicate_groups_dropped']} duplicate groups with disagreeing labels removed
-whole). Data checksum `{data['checksum'][:16]}`.
+UTKFace aligned & cropped faces (folder `{data["folder"]}`): {data["files"]} files,
+{data["unparseable"]} unparseable names skipped, {data["duplicates_dropped"]} byte-identical
+duplicates dropped ({data["conflicting_duplicate_groups_dropped"]} duplicate groups with
+disagreeing labels removed whole). Data checksum `{data["checksum"][:16]}`.
 
-Split (seed {split['seed']}, stratified by {split['stratified_by']}): {sizes}. The calibration split
+Split (seed {split["seed"]}, stratified by {split["stratified_by"]}): {sizes}. The calibration split
 is used only for fitting calibration; the validation split only for the figures below.
 
 ## Training
 ```
-{training['command']}
+{training["command"]}
 ```
-{training['epochs_run']} epochs, {training['wall_time_minutes']} minutes wall time on
-{training['hardware']} (TensorFlow {training['tensorflow']}, Keras {training['keras']}).
-Input: {manifest_fields['input']['height']}x{manifest_fields['input']['width']} RGB.
-Parameters: see manifest; about {manifest_fields['flops_per_face'] / 1e6:.0f} MFLOPs per face.
+{training["epochs_run"]} epochs, {training["wall_time_minutes"]} minutes wall time on
+{training["threads"]} CPU threads (TensorFlow {training["tensorflow"]}, Keras {training["keras"]}).
+Input: {manifest_fields["input"]["height"]}x{manifest_fields["input"]["width"]} RGB.
+Parameters: see manifest; about {manifest_fields["flops_per_face"] / 1e6:.0f} MFLOPs per face.
 
 ## Validation figures
 {metrics_table(report, columns)}

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facedemo.age_distribution import fit_temperature, interval_coverage, summarise_age_logits
+from facedemo.age_distribution import age_summary, fit_temperature, interval_coverage
 from facedemo.manifest import REGRESSOR_NAME
 from facedemo.metrics import Estimates, Labels, buckets_of, evaluation_report
 from train import model_card
@@ -63,7 +63,9 @@ def age_distribution_loss(true_age: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
 
 def expected_age_mae(true_age: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Training-time metric: |expected age - true age|."""
-    expected = tf.reduce_sum(tf.nn.softmax(logits, axis=1) * tf.range(AGES, dtype=tf.float32), axis=1)
+    expected = tf.reduce_sum(
+        tf.nn.softmax(logits, axis=1) * tf.range(AGES, dtype=tf.float32), axis=1
+    )
     return tf.abs(expected - tf.reshape(tf.cast(true_age, tf.float32), (-1,)))
 
 
@@ -82,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 
     model = regressor_model(args.size, args.width, args.dropout, AGES)
     model.compile(
-        optimizer=keras.optimizers.AdamW(cosine_schedule(args, len(train.names)), args.weight_decay),
+        optimizer=keras.optimizers.AdamW(
+            cosine_schedule(args, len(train.names)), args.weight_decay
+        ),
         loss={"age_logits": age_distribution_loss},
         metrics={"age_logits": [expected_age_mae]},
     )
@@ -103,15 +107,19 @@ def main(argv: list[str] | None = None) -> int:
         validation.images, age_targets(validation), batch_size=256, training=False, seed=args.seed
     )
     budget = TimeBudget(args.max_minutes)
-    model.fit(train_set, validation_data=validation_set, epochs=args.epochs, callbacks=[budget], verbose=2)
+    model.fit(
+        train_set, validation_data=validation_set, epochs=args.epochs, callbacks=[budget], verbose=2
+    )
 
     temperature = fit_temperature(logits_of(model, calibration), calibration.ages, INTERVAL_LEVEL)
-    _, calibration_interval = summarise_age_logits(
+    _, calibration_interval = age_summary(
         logits_of(model, calibration), temperature, INTERVAL_LEVEL
     )
-    years, interval = summarise_age_logits(logits_of(model, validation), temperature, INTERVAL_LEVEL)
+    years, interval = age_summary(logits_of(model, validation), temperature, INTERVAL_LEVEL)
     report = evaluation_report(
-        Labels(gender=validation.genders, age=validation.ages.astype(np.float64), race=validation.races),
+        Labels(
+            gender=validation.genders, age=validation.ages.astype(np.float64), race=validation.races
+        ),
         Estimates(
             age_years=years,
             age_interval=interval,
@@ -138,16 +146,18 @@ def main(argv: list[str] | None = None) -> int:
             "fitted_on": "calibration split",
         },
         "flops_per_face": count_flops(model),
-        "training": training_record(args, data, budget, time.monotonic() - started, "train.regressor"),
+        "training": training_record(
+            args, data, budget, time.monotonic() - started, "train.regressor"
+        ),
         "metrics": {"validation": report},
     }
     card = model_card.render(
         title="age-regressor",
         summary=(
-            "A separable CNN that gives, for one aligned face crop, a probability distribution over "
-            "ages 0-116. The service reports its mean as the age and its 10%-90% quantiles as an 80% "
-            f"interval, after a temperature ({temperature:.3f}) fitted on the calibration split. The "
-            "age bucket column below is the bucket of the estimated age."
+            "A separable CNN that gives, for one aligned face crop, a probability distribution "
+            "over ages 0-116. The service reports its mean as the age and its 10%-90% quantiles "
+            f"as an 80% interval, after a temperature ({temperature:.3f}) fitted on the "
+            "calibration split. The age bucket column below is the bucket of the estimated age."
         ),
         manifest_fields=manifest_fields,
         report=report,
@@ -158,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             "(coverage per group is in the table).",
             "Infants and toddlers have small absolute errors but large relative ones.",
             "Few faces over 90 in UTKFace: estimates there shrink towards younger ages.",
-            "Trained on tightly aligned UTKFace chips at 64x64: other crops or poses reduce accuracy.",
+            "Trained on tightly aligned UTKFace chips at 64x64: other crops or poses reduce "
+            "accuracy.",
         ],
     )
     bundle = write_bundle(args.models_dir, model, manifest_fields, card)

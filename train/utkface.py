@@ -1,8 +1,8 @@
 """UTKFace: parse labels from file names, de-duplicate by content, split, and cache decoded arrays.
 
-File names are `AGE_GENDER_RACE_DATETIME.jpg.chip.jpg`; a few real names are malformed (no race field,
-a missing dot, a space before `.jpg`). Whatever still yields an age and a gender is kept; the rest is
-skipped and counted.
+File names are `AGE_GENDER_RACE_DATETIME.jpg.chip.jpg`; a few real names are malformed (no race
+field, a missing dot, a space before `.jpg`). Whatever still yields an age and a gender is kept;
+the rest is skipped and counted.
 """
 
 from __future__ import annotations

@@ -10,40 +10,48 @@ import numpy as np
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of logits / temperature, in float64 for stable tails."""
+    """Row-wise softmax of `logits / temperature`, in float64."""
     scaled = np.asarray(logits, dtype=np.float64) / temperature
     scaled -= scaled.max(axis=-1, keepdims=True)
-    weights = np.exp(scaled)
-    return weights / weights.sum(axis=-1, keepdims=True)
+    exponentials = np.exp(scaled)
+    return exponentials / exponentials.sum(axis=-1, keepdims=True)
 
 
-def quantiles(probabilities: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Quantiles of distributions over ages 0..A-1, shape (n, len(levels)).
+def cdf_quantiles(probabilities: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Quantiles (n, len(levels)) of distributions over integer ages 0..A-1, one per row.
 
-    Each integer age a is read as a uniform mass over [a - 0.5, a + 0.5], so the CDF is piecewise
-    linear and a quantile interpolates within an age's year: all mass on 30 gives 29.5..30.5.
+    Convention: age a owns the interval [a - 0.5, a + 0.5] and its mass is spread evenly over
+    it, so the CDF is piecewise linear through (a + 0.5, P(age <= a)). A point mass on 30 has
+    median 30 and 80% interval [29.6, 30.4]. Results are clipped to [0, A - 1].
     """
-    cdf = np.cumsum(probabilities, axis=-1)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    levels = np.asarray(levels, dtype=np.float64)
     ages = probabilities.shape[-1]
-    edges = np.arange(ages, dtype=np.float64) + 0.5  # cdf[a] is reached at a + 0.5
-    result = np.empty((probabilities.shape[0], len(levels)), dtype=np.float64)
-    for row in range(probabilities.shape[0]):
-        padded_cdf = np.concatenate(([0.0], cdf[row]))
-        padded_edges = np.concatenate(([-0.5], edges))
-        result[row] = np.interp(levels, padded_cdf, padded_edges)
-    return result
+    cdf = np.cumsum(probabilities, axis=-1)
+    # Index of the first age whose cumulative mass reaches each level: (n, q).
+    index = (cdf[:, None, :] < levels[None, :, None]).sum(axis=-1).clip(max=ages - 1)
+    below = np.where(index > 0, np.take_along_axis(cdf, (index - 1).clip(min=0), axis=-1), 0.0)
+    mass = np.take_along_axis(probabilities, index, axis=-1)
+    fraction = np.divide(
+        levels[None, :] - below, mass, out=np.full_like(below, 0.5), where=mass > 0
+    )
+    return np.clip(index - 0.5 + fraction.clip(0.0, 1.0), 0.0, ages - 1)
 
 
-def summarise_age_logits(
+def age_summary(
     logits: np.ndarray, temperature: float, level: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Expected age (n,) and the central `level` interval (n, 2), float32, within 0..A-1."""
+    """Expected age (n,) and central `level` interval (n, 2) from age logits (n, A), as float32.
+
+    p = softmax(logits / temperature) over ages 0..A-1; years = sum(p * age); the interval is
+    the (1 - level) / 2 and (1 + level) / 2 quantiles of p (see `cdf_quantiles`).
+    """
     probabilities = softmax(logits, temperature)
     ages = np.arange(probabilities.shape[-1], dtype=np.float64)
     years = probabilities @ ages
     tail = (1.0 - level) / 2.0
-    interval = quantiles(probabilities, np.array([tail, 1.0 - tail]))
-    return years.astype(np.float32), np.clip(interval, 0.0, probabilities.shape[-1] - 1).astype(np.float32)
+    interval = cdf_quantiles(probabilities, np.array([tail, 1.0 - tail]))
+    return years.astype(np.float32), interval.astype(np.float32)
 
 
 def fit_temperature(
@@ -57,7 +65,7 @@ def fit_temperature(
     low, high = np.log(0.05), np.log(20.0)
     for _ in range(40):
         middle = (low + high) / 2
-        _, interval = summarise_age_logits(logits, float(np.exp(middle)), level)
+        _, interval = age_summary(logits, float(np.exp(middle)), level)
         coverage = interval_coverage(interval, true_ages)
         if abs(coverage - level) < tolerance:
             break

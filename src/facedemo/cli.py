@@ -25,6 +25,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from facedemo import __version__
+from facedemo.bundles import (
+    REQUIRED_MODELS,
+    available_versions,
+    check_contract,
+    find_bundle,
+    read_manifest,
+)
 from facedemo.config import Settings, get_settings
 from facedemo.errors import BundleError, FacedemoError, InputError
 from facedemo.pipeline import DEFAULT_DETECT_MODE, DetectMode, Pipeline
@@ -180,14 +187,6 @@ def _run_models(args: argparse.Namespace, settings: Settings) -> int:
 
 def _bundle_rows(settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
     """One row per bundle found, and why the service would not load from this folder, if so."""
-    _quiet_tensorflow()
-    from facedemo.registry import (
-        REQUIRED_MODELS,
-        available_versions,
-        check_contract,
-        find_bundle,
-        read_manifest,
-    )
 
     models_dir = settings.models_dir
     if not models_dir.is_dir():

@@ -96,7 +96,9 @@ class UnknownModelError(ModelError):
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
         known_names = sorted(known)
-        super().__init__(f"no model named {name!r}; known models: {', '.join(known_names) or 'none'}")
+        super().__init__(
+            f"no model named {name!r}; known models: {', '.join(known_names) or 'none'}"
+        )
         self.name = name
         self.known = known_names
 

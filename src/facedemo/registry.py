@@ -10,7 +10,6 @@ batch of face crops through both models and turns the regressor's logits into an
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,36 +19,26 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from pydantic import ValidationError
 
+from facedemo.age_distribution import age_summary
+from facedemo.bundles import REQUIRED_MODELS, check_contract, find_bundle, read_manifest
 from facedemo.devices import DeviceChoice, select_device
 from facedemo.errors import BundleError, UnknownModelError
 from facedemo.manifest import (
     AGE_BUCKET_LABELS,
-    BUNDLE_FILES,
     CLASSIFIER_NAME,
     GENDER_LABELS,
-    MANIFEST_FILE,
     MODEL_FILE,
     REGRESSOR_NAME,
     Manifest,
-    OutputSpec,
-    sha256_file,
-    version_key,
 )
 
 logger = logging.getLogger(__name__)
 
-REQUIRED_MODELS = (CLASSIFIER_NAME, REGRESSOR_NAME)
-EXPECTED_TASKS = {
-    CLASSIFIER_NAME: "age-gender-classification",
-    REGRESSOR_NAME: "age-regression",
-}
 # Batches are zero-padded up to one of these sizes (larger inputs are cut into chunks of the
 # largest), so the device only ever sees six shapes, all of them run once during `load`.
 PADDED_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 MAX_BATCH_SIZE = PADDED_BATCH_SIZES[-1]
-_VERSION_PATTERN = re.compile(r"^\d+(\.\d+)*$")
 
 ModelFunction = Callable[[tf.Tensor], dict[str, tf.Tensor]]
 
@@ -63,162 +52,6 @@ class FacePredictions:
     age_years: np.ndarray  # (n,) float32, expected age
     age_interval: np.ndarray  # (n, 2) float32, [low, high]
     interval_level: float  # probability mass of the central interval, e.g. 0.8
-
-
-# ----------------------------------------------------------------------------- regressor maths
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of `logits / temperature`, in float64."""
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    exponentials = np.exp(scaled)
-    return exponentials / exponentials.sum(axis=-1, keepdims=True)
-
-
-def cdf_quantiles(probabilities: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Quantiles (n, len(levels)) of distributions over integer ages 0..A-1, one per row.
-
-    Convention: age a owns the interval [a - 0.5, a + 0.5] and its mass is spread evenly over
-    it, so the CDF is piecewise linear through (a + 0.5, P(age <= a)). A point mass on 30 has
-    median 30 and 80% interval [29.6, 30.4]. Results are clipped to [0, A - 1].
-    """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    levels = np.asarray(levels, dtype=np.float64)
-    ages = probabilities.shape[-1]
-    cdf = np.cumsum(probabilities, axis=-1)
-    # Index of the first age whose cumulative mass reaches each level: (n, q).
-    index = (cdf[:, None, :] < levels[None, :, None]).sum(axis=-1).clip(max=ages - 1)
-    below = np.where(index > 0, np.take_along_axis(cdf, (index - 1).clip(min=0), axis=-1), 0.0)
-    mass = np.take_along_axis(probabilities, index, axis=-1)
-    fraction = np.divide(
-        levels[None, :] - below, mass, out=np.full_like(below, 0.5), where=mass > 0
-    )
-    return np.clip(index - 0.5 + fraction.clip(0.0, 1.0), 0.0, ages - 1)
-
-
-def age_summary(
-    logits: np.ndarray, temperature: float, level: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Expected age (n,) and central `level` interval (n, 2) from age logits (n, A), as float32.
-
-    p = softmax(logits / temperature) over ages 0..A-1; years = sum(p * age); the interval is
-    the (1 - level) / 2 and (1 + level) / 2 quantiles of p (see `cdf_quantiles`).
-    """
-    probabilities = softmax(logits, temperature)
-    ages = np.arange(probabilities.shape[-1], dtype=np.float64)
-    years = probabilities @ ages
-    tail = (1.0 - level) / 2.0
-    interval = cdf_quantiles(probabilities, np.array([tail, 1.0 - tail]))
-    return years.astype(np.float32), interval.astype(np.float32)
-
-
-# ----------------------------------------------------------------------------- bundles on disk
-
-
-def available_versions(models_dir: Path, name: str) -> list[str]:
-    """Versions of `name` under `models_dir`, oldest first; hidden (staging) folders are skipped."""
-    name_dir = models_dir / name
-    if not name_dir.is_dir():
-        return []
-    versions = []
-    for entry in name_dir.iterdir():
-        if entry.name.startswith(".") or not entry.is_dir():
-            continue
-        if not _VERSION_PATTERN.match(entry.name):
-            logger.warning("ignoring %s: not a version folder like 1.0.0", entry)
-            continue
-        versions.append(entry.name)
-    return sorted(versions, key=version_key)
-
-
-def find_bundle(models_dir: Path, name: str, pin: str | None = None) -> Path:
-    """The folder of `name`'s newest version, or of version `pin`; BundleError if there is none."""
-    versions = available_versions(models_dir, name)
-    if not versions:
-        raise BundleError(
-            f"no bundle for model {name!r}: expected {models_dir / name}/<version>/ holding "
-            f"{', '.join(BUNDLE_FILES)}"
-        )
-    if pin is None:
-        return models_dir / name / versions[-1]
-    if pin not in versions:
-        raise BundleError(
-            f"model {name!r} is pinned to version {pin!r}, which is not in {models_dir / name}; "
-            f"available versions: {', '.join(versions)}"
-        )
-    return models_dir / name / pin
-
-
-def read_manifest(bundle_dir: Path) -> Manifest:
-    """Check that a `<name>/<version>/` folder is complete and untampered; return its manifest."""
-    missing = [file for file in BUNDLE_FILES if not (bundle_dir / file).is_file()]
-    if missing:
-        raise BundleError(f"bundle {bundle_dir} is incomplete: missing {', '.join(missing)}")
-    try:
-        manifest = Manifest.model_validate_json((bundle_dir / MANIFEST_FILE).read_bytes())
-    except ValidationError as error:
-        raise BundleError(
-            f"{bundle_dir / MANIFEST_FILE} is not a valid manifest: {error}"
-        ) from None
-    folder_name, folder_version = bundle_dir.parent.name, bundle_dir.name
-    if (manifest.name, manifest.version) != (folder_name, folder_version):
-        raise BundleError(
-            f"{bundle_dir / MANIFEST_FILE} describes {manifest.name} {manifest.version}, but the "
-            f"folder says {folder_name} {folder_version}"
-        )
-    actual = sha256_file(bundle_dir / MODEL_FILE)
-    if actual != manifest.model_sha256:
-        raise BundleError(
-            f"checksum mismatch for {bundle_dir / MODEL_FILE}: sha256 is {actual}, the manifest "
-            f"says {manifest.model_sha256}; the file was changed or damaged after it was written"
-        )
-    return manifest
-
-
-def _expected_outputs(manifest: Manifest) -> dict[str, OutputSpec]:
-    if manifest.name == CLASSIFIER_NAME:
-        return {
-            "age_bucket": OutputSpec(kind="probabilities", labels=list(AGE_BUCKET_LABELS)),
-            "gender": OutputSpec(kind="probabilities", labels=list(GENDER_LABELS)),
-        }
-    logits = manifest.outputs.get("age_logits")
-    ages = len(logits.labels) if logits is not None else 0
-    return {"age_logits": OutputSpec(kind="logits", labels=[str(age) for age in range(ages)])}
-
-
-def check_contract(manifest: Manifest) -> None:
-    """Check that a manifest promises what the service needs from a model of its name."""
-    where = f"{manifest.name} {manifest.version}"
-    expected_task = EXPECTED_TASKS.get(manifest.name)
-    if expected_task is None:
-        raise BundleError(f"{where}: unexpected model name; expected {', '.join(REQUIRED_MODELS)}")
-    if manifest.task != expected_task:
-        raise BundleError(f"{where}: task is {manifest.task!r}, expected {expected_task!r}")
-    for output_name, expected in _expected_outputs(manifest).items():
-        actual = manifest.outputs.get(output_name)
-        if actual is None:
-            raise BundleError(
-                f"{where}: manifest has no output {output_name!r} "
-                f"(outputs: {', '.join(manifest.outputs) or 'none'})"
-            )
-        if actual != expected:
-            raise BundleError(
-                f"{where}: output {output_name!r} should be {expected.kind} over labels "
-                f"{_short(expected.labels)}, the manifest says {actual.kind} over "
-                f"{_short(actual.labels)}"
-            )
-    if manifest.name == REGRESSOR_NAME:
-        if len(manifest.outputs["age_logits"].labels) < 2:
-            raise BundleError(f"{where}: age_logits needs at least two ages")
-        if manifest.calibration is None:
-            raise BundleError(f"{where}: an age regressor needs a calibration (temperature, level)")
-
-
-def _short(labels: list[str]) -> str:
-    if len(labels) <= 6:
-        return repr(labels)
-    return f"[{labels[0]!r}, {labels[1]!r}, ..., {labels[-1]!r}] ({len(labels)} labels)"
 
 
 # ----------------------------------------------------------------------------- loaded models
