@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port `facedemo serve` listens on.")
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest accepted upload.")
     max_image_pixels: int = Field(40_000_000, gt=0, description="Largest decoded image (w*h).")
+    max_batch_images: int = Field(32, gt=0, description="Most images in one /predict/batch.")
     device: Device = Field("auto", description="auto: GPU if visible, else CPU; gpu: GPU or fail.")
     log_level: LogLevel = Field("info", description="Log level of the service.")
 

@@ -5,7 +5,8 @@
     │   ├── ImageDecodeError           image_undecodable     400
     │   ├── UnsupportedImageFormat     unsupported_format    415
     │   ├── ImageTooLarge              image_too_large       413
-    │   └── UploadTooLarge             upload_too_large      413
+    │   ├── UploadTooLarge             upload_too_large      413
+    │   └── TooManyFiles               too_many_files        413
     ├── ModelError                     model_error           500
     │   ├── BundleError                bad_bundle            503
     │   ├── UnknownModelError          unknown_model         404
@@ -68,6 +69,14 @@ class UploadTooLarge(InputError):
 
     code = "upload_too_large"
     title = "Upload too large"
+    status = 413
+
+
+class TooManyFiles(InputError):
+    """More images in one batch request than the configured limit."""
+
+    code = "too_many_files"
+    title = "Too many files"
     status = 413
 
 
