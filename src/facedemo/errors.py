@@ -1,17 +1,21 @@
 """The exception tree of facedemo. `api/problems.py` is the one place that maps it to HTTP.
 
-    FacedemoError                      code                  HTTP
-    ├── InputError                     bad_input             400
-    │   ├── ImageDecodeError           image_undecodable     400
-    │   ├── UnsupportedImageFormat     unsupported_format    415
-    │   ├── ImageTooLarge              image_too_large       413
-    │   ├── UploadTooLarge             upload_too_large      413
-    │   └── TooManyFiles               too_many_files        413
-    ├── ModelError                     model_error           500
-    │   ├── BundleError                bad_bundle            503
-    │   ├── UnknownModelError          unknown_model         404
-    │   └── DeviceUnavailableError     device_unavailable    503
-    └── NotReadyError                  not_ready             503
+    FacedemoError                      code                    HTTP
+    ├── InputError                     bad_input               400
+    │   ├── ImageDecodeError           image_undecodable       400
+    │   │   └── EmptyUpload            empty_file              400
+    │   ├── UnsupportedImageFormat     unsupported_format      415
+    │   ├── ImageTooLarge              image_too_large         413
+    │   ├── UploadTooLarge             upload_too_large        413
+    │   ├── TooManyFiles               too_many_files          413
+    │   ├── UnsupportedMediaType       unsupported_media_type  415
+    │   └── MalformedMultipart         malformed_multipart     400
+    ├── ModelError                     model_error             500
+    │   ├── BundleError                bad_bundle              503
+    │   ├── UnknownModelError          unknown_model           404
+    │   └── DeviceUnavailableError     device_unavailable      503
+    ├── NotReadyError                  not_ready               503
+    └── AuthenticationError            unauthorized            401
 
 Each class carries a stable `code` (clients branch on it), a `title` and the HTTP `status`.
 """
@@ -48,6 +52,13 @@ class ImageDecodeError(InputError):
     title = "Image could not be decoded"
 
 
+class EmptyUpload(ImageDecodeError):
+    """The upload has no bytes at all."""
+
+    code = "empty_file"
+    title = "Empty upload"
+
+
 class UnsupportedImageFormat(InputError):
     """A real format, but not one on the allow-list (SVG, PDF, EPS, ...)."""
 
@@ -73,11 +84,26 @@ class UploadTooLarge(InputError):
 
 
 class TooManyFiles(InputError):
-    """More images in one batch request than the configured limit."""
+    """More files than the route takes: a second `file` in /predict, or too many in a batch."""
 
     code = "too_many_files"
     title = "Too many files"
     status = 413
+
+
+class UnsupportedMediaType(InputError):
+    """The request body is not multipart/form-data where an upload is expected (JSON, text...)."""
+
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+    status = 415
+
+
+class MalformedMultipart(InputError):
+    """A multipart/form-data body that cannot be parsed (no boundary, broken framing, ...)."""
+
+    code = "malformed_multipart"
+    title = "Malformed multipart body"
 
 
 class ModelError(FacedemoError):
@@ -126,3 +152,11 @@ class NotReadyError(FacedemoError):
     code = "not_ready"
     title = "Service not ready"
     status = 503
+
+
+class AuthenticationError(FacedemoError):
+    """API keys are configured and the request carries none of them."""
+
+    code = "unauthorized"
+    title = "Missing or invalid API key"
+    status = 401
