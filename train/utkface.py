@@ -2,14 +2,14 @@
 
 File names are `AGE_GENDER_RACE_DATETIME.jpg.chip.jpg`; a few real names are malformed (no race
 field, a missing dot, a space before `.jpg`). Whatever still yields an age and a gender is kept;
-the rest is skipped and counted.
+the rest is skipped and counted. The name parser lives in `facedemo.utkface_names`, shared with
+`facedemo evaluate`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,20 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from facedemo.manifest import age_bucket
+from facedemo.utkface_names import IMAGE_SUFFIXES, FaceLabel, parse_name
+from facedemo.utkface_names import MAX_AGE as MAX_AGE  # re-exported: train/regressor.py uses it
 
-MAX_AGE = 116
-_NAME_PATTERN = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?:(?P<race>[0-4])_)?\d")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 RACE_LABELS = ("white", "black", "asian", "indian", "others")
-
-
-@dataclass(frozen=True)
-class FaceLabel:
-    """Labels read from one UTKFace file name."""
-
-    age: int
-    gender: int  # 0 male, 1 female
-    race: int | None
 
 
 @dataclass(frozen=True)
@@ -49,18 +39,6 @@ class ScanReport:
     duplicate_groups: int = 0
     duplicates_dropped: int = 0
     conflicting_groups_dropped: int = 0
-
-
-def parse_name(name: str) -> FaceLabel | None:
-    """Labels from a UTKFace file name, or None when it holds no valid age and gender."""
-    match = _NAME_PATTERN.match(name)
-    if match is None:
-        return None
-    age = int(match["age"])
-    if not 1 <= age <= MAX_AGE:
-        return None
-    race = match["race"]
-    return FaceLabel(age=age, gender=int(match["gender"]), race=None if race is None else int(race))
 
 
 def scan_folder(folder: Path) -> tuple[list[LabelledImage], ScanReport]:

@@ -2,6 +2,7 @@
 
     facedemo serve [--host H] [--port P] [--workers N]
     facedemo predict IMAGE... [--detect skip] [--json]
+    facedemo evaluate DATA [--labels CSV] [--detect skip] [--json] [--limit N]
     facedemo models [--json]
 
 Settings come from FACEDEMO_* environment variables (see config.py); flags override them. Each
@@ -34,6 +35,7 @@ from facedemo.bundles import (
 )
 from facedemo.config import Settings, get_settings
 from facedemo.errors import BundleError, FacedemoError, InputError
+from facedemo.evaluation import evaluate, format_report, load_labelled_set
 from facedemo.pipeline import DEFAULT_DETECT_MODE, DetectMode, Pipeline
 from facedemo.schemas import PredictResponse
 
@@ -163,6 +165,72 @@ def _prediction_table(path: Path, response: PredictResponse) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "data",
+        type=Path,
+        metavar="DATA",
+        help="folder of UTKFace-named images (AGE_GENDER_RACE_DATE.jpg) or of --labels' images",
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        metavar="CSV",
+        help="CSV with a 'path' column (relative to DATA) and any of age, gender (male/female), "
+        "race (white/black/asian/indian/others)",
+    )
+    # Labelled sets are usually face chips like the training data, which a detector would re-crop.
+    parser.add_argument(
+        "--detect",
+        choices=[mode.value for mode in DetectMode],
+        default=DetectMode.SKIP.value,
+        help="how to find faces; skip: each image is one face chip; otherwise the largest face "
+        "found is measured (default: %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="evaluate only the first N images"
+    )
+
+
+def _run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    """Measure the served pipeline on a labelled set; exit 1 when no face could be measured."""
+    try:
+        labelled = load_labelled_set(args.data, args.labels)
+    except InputError as error:
+        _complain(error.detail)
+        return EXIT_USAGE
+    try:
+        registry = _load_registry(settings)
+    except FacedemoError as error:
+        _complain(f"models not loaded: {error.detail}")
+        return EXIT_FAILURE
+    report = evaluate(
+        Pipeline(registry, settings),
+        labelled,
+        DetectMode(args.detect),
+        limit=args.limit,
+        progress=_terminal_progress(),
+    )
+    print(json.dumps(report) if args.json else format_report(report), flush=True)
+    return EXIT_OK if report["n"] else EXIT_FAILURE
+
+
+def _terminal_progress() -> Callable[[int, int], None] | None:
+    """A one-line counter on stderr, redrawn in place; None when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        print(f"\revaluating: {done}/{total} images", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
 # ----------------------------------------------------------------------------- models
 
 
@@ -260,7 +328,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         _add_models_arguments,
         _run_models,
     ),
-    # "evaluate" (accuracy on a labelled folder) joins here with the trained models.
+    "evaluate": Subcommand(
+        "measure the models on a labelled image folder (UTKFace names, or a CSV of labels)",
+        _add_evaluate_arguments,
+        _run_evaluate,
+    ),
 }
 
 

@@ -8,6 +8,7 @@ the whole image is one face), runs every crop through the registry in one batch 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -152,6 +153,14 @@ class ImagePrediction:
     timings_ms: Timings
 
 
+@dataclass(frozen=True)
+class LocatedImage:
+    """A decoded image's size and its located faces, before the models have run."""
+
+    image: ImageSize
+    regions: list[FaceRegion]
+
+
 class Pipeline:
     """Turns image bytes into per-face age and gender predictions with one registry."""
 
@@ -200,6 +209,34 @@ class Pipeline:
                 total=_milliseconds(finished - started),
             ),
         )
+
+    def locate(self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE) -> LocatedImage:
+        """Decode `data` and locate its faces as `detect` says, without running the models.
+
+        With `predict_located` this is `predict_image` split in two, so that a caller holding many
+        images (`facedemo evaluate`) can batch the model calls; it raises the same imaging errors.
+        """
+        image = decode_image(data, max_pixels=self._settings.max_image_pixels)
+        return LocatedImage(
+            image=ImageSize(width=int(image.shape[1]), height=int(image.shape[0])),
+            regions=self._locate_faces(image, detect),
+        )
+
+    def predict_located(self, images: Sequence[LocatedImage]) -> list[list[FaceResult]]:
+        """Predict every face of several located images in one registry call; a list per image."""
+        regions = [region for image in images for region in image.regions]
+        if regions:
+            crops = np.stack([region.crop for region in regions])
+        else:
+            crops = np.zeros((0, *self._registry.input_size, 3), dtype=np.uint8)
+        predictions = self._registry.predict(crops)
+        faces = [_face_result(region, predictions, row) for row, region in enumerate(regions)]
+        per_image: list[list[FaceResult]] = []
+        start = 0
+        for image in images:
+            per_image.append(faces[start : start + len(image.regions)])
+            start += len(image.regions)
+        return per_image
 
     def _locate_faces(self, image: np.ndarray, detect: DetectMode) -> list[FaceRegion]:
         """The faces in an RGB uint8 image, each with its crop at the models' input size."""
