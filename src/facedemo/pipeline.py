@@ -2,7 +2,9 @@
 
 `Pipeline.predict_image` decodes an upload safely, finds the face crops (for `DetectMode.SKIP`
 the whole image is one face), runs every crop through the registry in one batch and assembles one
-`FaceResult` per face. It is synchronous and CPU/GPU bound; async callers run it in a thread.
+`FaceResult` per face. `Pipeline.predict_images` does the same for several images with one
+registry call over all their faces. Both are synchronous and CPU/GPU bound; async callers run
+them in a thread.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facedemo.config import Settings
+from facedemo.errors import FacedemoError, InputError
 from facedemo.imaging import decode_image, resize_rgb
 from facedemo.manifest import AGE_BUCKET_LABELS, GENDER_LABELS
 
@@ -159,6 +162,8 @@ class LocatedImage:
 
     image: ImageSize
     regions: list[FaceRegion]
+    decode_ms: float = 0.0
+    detect_ms: float = 0.0
 
 
 class Pipeline:
@@ -186,29 +191,27 @@ class Pipeline:
         Raises the imaging errors (ImageDecodeError, UnsupportedImageFormat, ImageTooLarge) for
         bad bytes; no face found is an empty `faces` list, not an error.
         """
-        started = time.perf_counter()
-        image = decode_image(data, max_pixels=self._settings.max_image_pixels)
-        decoded = time.perf_counter()
-        regions = self._locate_faces(image, detect)
-        located = time.perf_counter()
-        if regions:
-            crops = np.stack([region.crop for region in regions])
-        else:
-            crops = np.zeros((0, *self._registry.input_size, 3), dtype=np.uint8)
-        predictions = self._registry.predict(crops)
-        faces = [_face_result(region, predictions, row) for row, region in enumerate(regions)]
-        finished = time.perf_counter()
-        return ImagePrediction(
-            models=self.models,
-            image=ImageSize(width=int(image.shape[1]), height=int(image.shape[0])),
-            faces=faces,
-            timings_ms=Timings(
-                decode=_milliseconds(decoded - started),
-                detect=_milliseconds(located - decoded),
-                inference=_milliseconds(finished - located),
-                total=_milliseconds(finished - started),
-            ),
+        [prediction] = self._predict_all([self.locate(data, detect)])
+        return prediction
+
+    def predict_images(
+        self, images: Sequence[bytes], detect: DetectMode = DEFAULT_DETECT_MODE
+    ) -> list[ImagePrediction | FacedemoError]:
+        """Predict several images with one registry call over all their faces, in input order.
+
+        An image with bad bytes gets its input error (ImageDecodeError, ...) in its place instead
+        of failing the others. Each image's `inference` timing is the one shared model call.
+        """
+        outcomes: list[LocatedImage | FacedemoError] = []
+        for data in images:
+            try:
+                outcomes.append(self.locate(data, detect))
+            except InputError as error:
+                outcomes.append(error)
+        predictions = iter(
+            self._predict_all([item for item in outcomes if isinstance(item, LocatedImage)])
         )
+        return [item if isinstance(item, FacedemoError) else next(predictions) for item in outcomes]
 
     def locate(self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE) -> LocatedImage:
         """Decode `data` and locate its faces as `detect` says, without running the models.
@@ -216,10 +219,16 @@ class Pipeline:
         With `predict_located` this is `predict_image` split in two, so that a caller holding many
         images (`facedemo evaluate`) can batch the model calls; it raises the same imaging errors.
         """
+        started = time.perf_counter()
         image = decode_image(data, max_pixels=self._settings.max_image_pixels)
+        decoded = time.perf_counter()
+        regions = self._locate_faces(image, detect)
+        located = time.perf_counter()
         return LocatedImage(
             image=ImageSize(width=int(image.shape[1]), height=int(image.shape[0])),
-            regions=self._locate_faces(image, detect),
+            regions=regions,
+            decode_ms=_milliseconds(decoded - started),
+            detect_ms=_milliseconds(located - decoded),
         )
 
     def predict_located(self, images: Sequence[LocatedImage]) -> list[list[FaceResult]]:
@@ -237,6 +246,28 @@ class Pipeline:
             per_image.append(faces[start : start + len(image.regions)])
             start += len(image.regions)
         return per_image
+
+    def _predict_all(self, images: Sequence[LocatedImage]) -> list[ImagePrediction]:
+        """`predict_located` with each image's size and timings: the answers of predict_image(s)."""
+        started = time.perf_counter()
+        faces_per_image = self.predict_located(images)
+        inference_ms = _milliseconds(time.perf_counter() - started)
+        return [
+            ImagePrediction(
+                models=self.models,
+                image=image.image,
+                faces=faces,
+                timings_ms=Timings(
+                    decode=image.decode_ms,
+                    detect=image.detect_ms,
+                    inference=inference_ms,
+                    total=round(
+                        image.decode_ms + image.detect_ms + inference_ms, MILLISECONDS_DIGITS
+                    ),
+                ),
+            )
+            for image, faces in zip(images, faces_per_image, strict=True)
+        ]
 
     def _locate_faces(self, image: np.ndarray, detect: DetectMode) -> list[FaceRegion]:
         """The faces in an RGB uint8 image, each with its crop at the models' input size."""

@@ -8,24 +8,32 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from facedemo.manifest import Manifest
-from facedemo.pipeline import DEFAULT_DETECT_MODE, DetectMode, ImagePrediction
+from facedemo.pipeline import DEFAULT_DETECT_MODE, DetectMode, ImagePrediction, ModelVersion
+from facedemo.summary import summarize
 
 __all__ = [
     "DEFAULT_DETECT_MODE",
     "PROBLEM_TYPE_BASE",
     "AgeEstimate",
     "AgeInterval",
+    "BatchImageError",
+    "BatchImageResult",
+    "BatchPredictResponse",
+    "BatchSummary",
     "Box",
     "DetectMode",
     "DeviceInfo",
     "Face",
     "GenderEstimate",
     "GenderProbabilities",
+    "GenderShares",
+    "ImageCounts",
     "ImageSize",
     "Landmarks",
     "Liveness",
@@ -144,7 +152,11 @@ class Timings(BaseModel):
 
     decode: float = Field(ge=0.0, description="Decoding and normalising the image.")
     detect: float = Field(ge=0.0, description="Locating faces and cropping them.")
-    inference: float = Field(ge=0.0, description="Running the models and assembling results.")
+    inference: float = Field(
+        ge=0.0,
+        description="Running the models and assembling results; in a batch, the one model call "
+        "shared by all its images.",
+    )
     total: float = Field(ge=0.0, description="The whole pipeline.")
 
 
@@ -283,3 +295,138 @@ class Problem(BaseModel):
     errors: list[ValidationIssue] | None = Field(
         default=None, description="For code validation_error: each invalid part of the request."
     )
+
+
+class BatchImageResult(BaseModel):
+    """One image of a batch that was predicted: what POST /predict answers for it."""
+
+    index: int = Field(ge=0, description="Position of the image among the uploaded `files`.")
+    filename: str | None = Field(description="The upload's file name, as the client sent it.")
+    image: ImageSize
+    faces: list[Face] = Field(description="One entry per face; empty when none was found.")
+    timings_ms: Timings
+
+
+class BatchImageError(BaseModel):
+    """One image of a batch that could not be predicted; the other images are unaffected."""
+
+    index: int = Field(ge=0, description="Position of the image among the uploaded `files`.")
+    filename: str | None = Field(description="The upload's file name, as the client sent it.")
+    error: Problem = Field(description="What POST /predict would have answered for this image.")
+
+
+class ImageCounts(BaseModel):
+    """How many images of the batch were predicted, and how many failed."""
+
+    ok: int = Field(ge=0)
+    failed: int = Field(ge=0)
+
+
+class GenderShares(BaseModel):
+    """Share of the faces whose more probable gender is each label; they sum to 1."""
+
+    male: float = _probability("Share of faces labelled male.")
+    female: float = _probability("Share of faces labelled female.")
+
+
+class BatchSummary(BaseModel):
+    """Figures over every face of every predicted image of the batch."""
+
+    faces: int = Field(ge=0, description="Faces in all predicted images.")
+    images: ImageCounts
+    mean_age: float | None = Field(ge=0.0, description="Mean age in years; null without faces.")
+    median_age: float | None = Field(ge=0.0, description="Median age in years; null without faces.")
+    gender_shares: GenderShares | None = Field(description="Null without faces.")
+    bucket_histogram: dict[str, int] = Field(
+        description="Faces per most probable age bucket; every bucket, in order."
+    )
+
+
+def _batch_example() -> dict[str, Any]:
+    face = _PREDICT_EXAMPLE["faces"][0]
+    return {
+        "request_id": "9b2e7c1d0a4f4e3b8c6d5a4b3c2d1e0f",
+        "models": _PREDICT_EXAMPLE["models"],
+        "items": [
+            {
+                "index": 0,
+                "filename": "entrance-0001.jpg",
+                "image": _PREDICT_EXAMPLE["image"],
+                "faces": [face],
+                "timings_ms": {"decode": 1.8, "detect": 0.3, "inference": 8.1, "total": 10.2},
+            },
+            {
+                "index": 1,
+                "filename": "notes.txt",
+                "error": {
+                    "type": PROBLEM_TYPE_BASE + "image_undecodable",
+                    "title": "Image could not be decoded",
+                    "status": 400,
+                    "detail": "the upload is not a readable image: cannot identify image file",
+                    "instance": "/predict/batch",
+                    "code": "image_undecodable",
+                },
+            },
+        ],
+        "summary": {
+            "faces": 1,
+            "images": {"ok": 1, "failed": 1},
+            "mean_age": 31.4,
+            "median_age": 31.4,
+            "gender_shares": {"male": 0.0, "female": 1.0},
+            "bucket_histogram": {"0-24": 0, "25-49": 1, "50-74": 0, "75-99": 0, "100-124": 0},
+        },
+    }
+
+
+class BatchPredictResponse(BaseModel):
+    """Age and gender for every face of several images, in upload order, and a crowd summary."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_batch_example()]})
+
+    request_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex, description="Identifies this answer in logs."
+    )
+    models: list[ModelRef] = Field(description="The models that answered, with their versions.")
+    items: list[BatchImageResult | BatchImageError] = Field(
+        description="One entry per uploaded file, in upload order: a result or an error."
+    )
+    summary: BatchSummary
+
+    @classmethod
+    def from_outcomes(
+        cls,
+        models: Sequence[ModelVersion],
+        outcomes: Sequence[tuple[str | None, ImagePrediction | Problem]],
+        request_id: str | None = None,
+    ) -> BatchPredictResponse:
+        """The response for (filename, prediction or problem) pairs in upload order.
+
+        A fresh request id unless one is given.
+        """
+        items: list[BatchImageResult | BatchImageError] = []
+        for index, (filename, outcome) in enumerate(outcomes):
+            if isinstance(outcome, Problem):
+                items.append(BatchImageError(index=index, filename=filename, error=outcome))
+            else:
+                result = dataclasses.asdict(outcome)
+                del result["models"]  # said once, for the whole batch
+                items.append(
+                    BatchImageResult.model_validate(
+                        {"index": index, "filename": filename, **result}
+                    )
+                )
+        predictions = [outcome for _, outcome in outcomes if isinstance(outcome, ImagePrediction)]
+        summary = summarize(
+            [face for prediction in predictions for face in prediction.faces],
+            images_ok=len(predictions),
+            images_failed=len(outcomes) - len(predictions),
+        )
+        response: dict[str, Any] = {
+            "models": [ModelRef(name=model.name, version=model.version) for model in models],
+            "items": items,
+            "summary": BatchSummary.model_validate(dataclasses.asdict(summary)),
+        }
+        if request_id is not None:
+            response["request_id"] = request_id
+        return cls(**response)

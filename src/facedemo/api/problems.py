@@ -62,20 +62,26 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def problem_for(error: FacedemoError, instance: str | None = None) -> Problem:
+    """The problem details of a FacedemoError: its status, title and code, and its message.
+
+    The error handler answers with it; the batch route puts it in the failed image's place.
+    """
+    return Problem(
+        type=PROBLEM_TYPE_BASE + error.code,
+        title=error.title,
+        status=error.status,
+        detail=error.detail,
+        instance=instance,
+        code=error.code,
+    )
+
+
 async def _facedemo_error(request: Request, error: Exception) -> ProblemResponse:
     assert isinstance(error, FacedemoError)
     if error.status == 500:  # 503s (not ready) are expected while loading; 500s need a look
         logger.error("%s %s: %s: %s", request.method, request.url.path, error.code, error.detail)
-    return problem_response(
-        Problem(
-            type=PROBLEM_TYPE_BASE + error.code,
-            title=error.title,
-            status=error.status,
-            detail=error.detail,
-            instance=request.url.path,
-            code=error.code,
-        )
-    )
+    return problem_response(problem_for(error, instance=request.url.path))
 
 
 async def _validation_error(request: Request, error: Exception) -> ProblemResponse:
