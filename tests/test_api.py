@@ -167,17 +167,21 @@ async def test_predict_gives_each_request_its_own_id(client: httpx.AsyncClient) 
 
 
 async def test_predict_without_file_is_a_validation_problem(client: httpx.AsyncClient) -> None:
-    response = await client.post("/predict", data={"other": "field"})
+    # multipart, so the body's media type is right, but the image is under another name
+    other = {"photo": ("face.png", image_bytes("PNG"), "image/png")}
+    response = await client.post("/predict", data={"other": "field"}, files=other)
 
     body = assert_problem(response, 422, "validation_error")
     assert [issue["loc"] for issue in body["errors"]] == [["body", "file"]]
     assert body["instance"] == "/predict"
 
 
-async def test_predict_with_json_body_is_a_validation_problem(client: httpx.AsyncClient) -> None:
+async def test_predict_with_json_body_is_an_unsupported_media_type(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.post("/predict", json={"file": "aGVsbG8="})
 
-    assert_problem(response, 422, "validation_error")
+    assert_problem(response, 415, "unsupported_media_type")
 
 
 async def test_predict_with_unknown_detect_mode_is_a_validation_problem(

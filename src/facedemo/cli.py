@@ -13,14 +13,16 @@ function running it that returns the exit status.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from signal import SIGINT, SIGTERM
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -36,6 +38,7 @@ from facedemo.bundles import (
 from facedemo.config import Settings, get_settings
 from facedemo.errors import BundleError, FacedemoError, InputError
 from facedemo.evaluation import evaluate, format_report, load_labelled_set
+from facedemo.logging_config import build_log_config
 from facedemo.pipeline import DEFAULT_DETECT_MODE, DetectMode, Pipeline
 from facedemo.schemas import PredictResponse
 
@@ -72,28 +75,39 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Run uvicorn over the app factory; each worker process builds its app from the env."""
-    import uvicorn
-    import uvicorn.config
+    """Run uvicorn over the app factory; each worker process builds its app from the env.
 
-    # uvicorn's logging config, plus our loggers at the configured level; uvicorn applies it in
-    # every worker process too.
-    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    log_config["loggers"]["facedemo"] = {
-        "handlers": ["default"],
-        "level": settings.log_level.upper(),
-        "propagate": False,
-    }
-    uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers,
-        log_level=settings.log_level,
-        log_config=log_config,
-    )
+    On SIGTERM or Ctrl-C uvicorn stops accepting connections, lets in-flight requests finish
+    (for up to FACEDEMO_SHUTDOWN_TIMEOUT_SECONDS), runs the lifespan shutdown, and the command
+    exits 0.
+    """
+    import uvicorn
+
+    # uvicorn re-raises the stop signal after its graceful shutdown so that the signal's default
+    # action ends the process (status -15); a completed graceful shutdown is a clean exit. Before
+    # uvicorn takes the signals over, the same handler just exits: nothing is in flight yet.
+    previous = {stop: signal.signal(stop, _exit_cleanly) for stop in (SIGTERM, SIGINT)}
+    try:
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=args.workers,
+            log_level=settings.log_level,
+            # uvicorn applies it in every worker process too; our access line replaces uvicorn's.
+            log_config=build_log_config(settings),
+            access_log=False,
+            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        )
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
     return EXIT_OK
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(EXIT_OK)
 
 
 # ----------------------------------------------------------------------------- predict

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # src/facedemo/config.py -> the repository root holds models/ (an editable or source install).
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -33,6 +33,31 @@ class Settings(BaseSettings):
     max_batch_images: int = Field(32, gt=0, description="Most images in one /predict/batch.")
     device: Device = Field("auto", description="auto: GPU if visible, else CPU; gpu: GPU or fail.")
     log_level: LogLevel = Field("info", description="Log level of the service.")
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated API keys, sent as X-API-Key or Authorization: Bearer; "
+        "empty: no key needed (local use).",
+    )
+    api_keys_protect_docs: bool = Field(
+        True, description="With API keys set: /docs, /redoc, /openapi.json, / and /static need one."
+    )
+    api_keys_protect_metrics: bool = Field(
+        True, description="With API keys set: /metrics needs one."
+    )
+    shutdown_timeout_seconds: int = Field(
+        25,
+        ge=1,
+        description="After SIGTERM, how long in-flight requests may finish before they are "
+        "cancelled (below Kubernetes' default 30 s grace period).",
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_api_keys(cls, value: object) -> object:
+        # The environment gives one comma-separated string; blanks around keys are dropped.
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
 
 
 @lru_cache

@@ -16,7 +16,13 @@ import zlib
 import numpy as np
 from PIL import Image, ImageOps
 
-from facedemo.errors import FacedemoError, ImageDecodeError, ImageTooLarge, UnsupportedImageFormat
+from facedemo.errors import (
+    EmptyUpload,
+    FacedemoError,
+    ImageDecodeError,
+    ImageTooLarge,
+    UnsupportedImageFormat,
+)
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 
@@ -60,13 +66,14 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
 
     EXIF orientation is applied, multi-frame images give their first frame, transparency is
     composited on white and high bit depths are scaled (not clipped) to 0..255. Raises
-    ImageDecodeError (not a readable image), UnsupportedImageFormat (a format off the allow-list)
-    or ImageTooLarge (more than `max_pixels` pixels, checked before decoding).
+    ImageDecodeError (not a readable image; its subclass EmptyUpload for zero bytes),
+    UnsupportedImageFormat (a format off the allow-list) or ImageTooLarge (more than
+    `max_pixels` pixels, checked before decoding).
     """
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
     if not data:
-        raise ImageDecodeError("the upload is empty")
+        raise EmptyUpload("the upload is empty (zero bytes)")
     refused = _refused_format_name(data)
     if refused is not None:
         raise UnsupportedImageFormat(

@@ -10,9 +10,9 @@ from functools import partial
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI
-from starlette.formparsers import MultiPartParser
 
 from facedemo import __version__
+from facedemo.api.middleware import install_middleware
 from facedemo.api.problems import install_problem_handlers
 from facedemo.api.routes import health, models, predict
 from facedemo.api.state import ServiceState
@@ -36,9 +36,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     `/readyz` and the model routes answer 503 until loading has finished.
     """
     settings = settings or get_settings()
-    # Uploads must never touch the disk: Starlette spools file parts over 1 MiB to a temporary
-    # file, so keep them in memory up to the largest upload we accept.
-    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes)
     app = FastAPI(
         title="facedemo",
         version=__version__,
@@ -50,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.service = ServiceState()  # "loading" until the lifespan starts the loader
     install_problem_handlers(app)
+    install_middleware(app, settings)
     for module in (predict, models, health):
         app.include_router(module.router)
     return app

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from facedemo.api.access_log import RequestContext, request_context
 from facedemo.api.state import ServiceState
 from facedemo.config import Settings
 from facedemo.pipeline import Pipeline
@@ -41,6 +42,12 @@ async def get_pipeline(state: ServiceStateDep) -> Pipeline:
     return state.require_pipeline()
 
 
+async def get_request_context(request: Request) -> RequestContext:
+    """This request's id and access-log notes, set up by AccessLogMiddleware."""
+    return request_context(request.scope)
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
+RequestContextDep = Annotated[RequestContext, Depends(get_request_context)]

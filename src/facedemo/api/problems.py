@@ -29,10 +29,13 @@ logger = logging.getLogger(__name__)
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 _DESCRIPTIONS = {
-    400: "The upload is not a readable image.",
+    400: "The upload is not a readable image (codes image_undecodable, empty_file), or the "
+    "multipart body cannot be parsed (malformed_multipart).",
     404: "No such resource; the detail names what exists.",
-    413: "The upload has too many bytes or the image too many pixels.",
-    415: "The image format is not on the allow-list (JPEG, PNG, WebP, BMP, ...).",
+    413: "Too many bytes (upload_too_large), too many pixels (image_too_large) or too many files "
+    "(too_many_files).",
+    415: "The image format is not on the allow-list (unsupported_format), or the body is not "
+    "multipart/form-data (unsupported_media_type).",
     422: "The request is malformed: a missing field or an invalid parameter.",
     500: "An unexpected error; it is logged, and no details are returned.",
     503: "The models are not loaded yet, or failed to load; the detail says which.",

@@ -7,7 +7,7 @@ from typing import Annotated
 import anyio.to_thread
 from fastapi import APIRouter, File, Query, UploadFile
 
-from facedemo.api.deps import PipelineDep, SettingsDep
+from facedemo.api.deps import PipelineDep, RequestContextDep, SettingsDep
 from facedemo.api.problems import problem_responses
 from facedemo.api.routing import DocumentedRoute
 from facedemo.errors import UploadTooLarge
@@ -26,6 +26,7 @@ async def predict(
     file: Annotated[UploadFile, File(description="One image: JPEG, PNG, WebP or BMP.")],
     pipeline: PipelineDep,
     settings: SettingsDep,
+    context: RequestContextDep,
     detect: Annotated[
         DetectMode,
         Query(description="How to find faces. `skip`: the image is one face crop, use all of it."),
@@ -39,7 +40,8 @@ async def predict(
     """
     data = await read_upload(file, settings.max_upload_bytes)
     prediction = await anyio.to_thread.run_sync(pipeline.predict_image, data, detect)
-    return PredictResponse.from_prediction(prediction)
+    context.faces = len(prediction.faces)
+    return PredictResponse.from_prediction(prediction, request_id=context.request_id)
 
 
 async def read_upload(file: UploadFile, max_bytes: int) -> bytes:

@@ -1,0 +1,45 @@
+"""`install_middleware`: the service's middleware stack, outermost first.
+
+    AccessLogMiddleware      request id and one access line, for every answer (500s included)
+    ServerErrorMiddleware    Starlette's: unhandled exceptions -> the 500 problem
+    ApiKeyMiddleware         401 before anything reads the body, when keys are configured
+    UploadLimitMiddleware    413 for bodies over their limit, before or while they arrive
+    ExceptionMiddleware      Starlette's: FacedemoError and friends -> problems (api/problems.py)
+    routes
+
+All of them are pure ASGI: BaseHTTPMiddleware would buffer bodies and break streaming.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.formparsers import MultiPartParser
+from starlette.types import ASGIApp
+
+from facedemo.api.access_log import AccessLogMiddleware
+from facedemo.api.limits import UploadLimitMiddleware, UploadLimits
+from facedemo.api.security import ApiKeyMiddleware, ApiKeyPolicy, document_api_keys
+from facedemo.config import Settings
+
+# The one route that takes several files (api/routes/batch.py); every other path takes one.
+BATCH_PATH = "/predict/batch"
+
+
+def install_middleware(app: FastAPI, settings: Settings) -> None:
+    """Add the stack above to `app`, configured from `settings`."""
+    limits = UploadLimits(settings.max_upload_bytes, {BATCH_PATH: settings.max_batch_images})
+    # Uploads must never touch the disk: Starlette spools a file part to a temporary file once it
+    # passes spool_max_size, so make that at least the largest body the limits let through.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, limits.largest_body_limit)
+    policy = ApiKeyPolicy.from_settings(settings)
+    app.add_middleware(UploadLimitMiddleware, limits=limits)  # added first: innermost
+    if policy.enabled:
+        app.add_middleware(ApiKeyMiddleware, policy=policy)
+        document_api_keys(app, policy)
+    # add_middleware cannot reach outside ServerErrorMiddleware; wrapping the built stack can.
+    build_stack = app.build_middleware_stack
+
+    def build_logged_stack() -> ASGIApp:
+        return AccessLogMiddleware(build_stack())
+
+    app.build_middleware_stack = build_logged_stack  # type: ignore[method-assign]

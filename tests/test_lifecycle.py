@@ -1,0 +1,209 @@
+"""Lifecycle: a graceful stop on SIGTERM, and no serving from a broken or tampered bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from tests.test_api import assert_problem, image_bytes, running, settled_readiness
+
+from facedemo import cli
+from facedemo.api import create_app
+from facedemo.config import Settings
+from facedemo.manifest import MODEL_FILE, REGRESSOR_NAME
+
+IN_FLIGHT = 8
+BOUNDARY = "facedemo-lifecycle"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_a_tampered_model_keeps_the_service_not_ready_with_the_reason(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
+    models_dir = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, models_dir)
+    model_file = models_dir / REGRESSOR_NAME / "1.0.0" / MODEL_FILE
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit, same size
+    model_file.write_bytes(bytes(data))
+
+    async with running(create_app(Settings(models_dir=models_dir))) as client:
+        ready = await settled_readiness(client)
+        predict = await client.post(
+            "/predict",
+            params={"detect": "skip"},
+            files={"file": ("face.png", image_bytes("PNG"), "image/png")},
+        )
+        models = await client.get("/models")
+        live = await client.get("/livez")
+
+    reason = assert_problem(ready, 503, "not_ready")["detail"]
+    assert "checksum" in reason and REGRESSOR_NAME in reason
+    assert assert_problem(predict, 503, "not_ready")["detail"] == reason
+    assert_problem(models, 503, "not_ready")
+    assert live.status_code == 200
+
+
+def test_serve_configures_a_graceful_stop_and_json_access_logs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvicorn
+
+    calls: list[dict[str, Any]] = []
+    handlers_during_run: list[Any] = []
+
+    def fake_run(*args: Any, **kwargs: Any) -> None:
+        calls.append(kwargs)
+        handlers_during_run.append(signal.getsignal(signal.SIGTERM))
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setenv("FACEDEMO_SHUTDOWN_TIMEOUT_SECONDS", "7")
+    cli.get_settings.cache_clear()
+    handler_before = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main(["serve"]) == 0
+    finally:
+        cli.get_settings.cache_clear()
+
+    [kwargs] = calls
+    assert kwargs["timeout_graceful_shutdown"] == 7
+    assert kwargs["access_log"] is False  # our JSON line replaces uvicorn's
+    access = kwargs["log_config"]["loggers"]["facedemo.access"]
+    assert kwargs["log_config"]["handlers"][access["handlers"][0]]["formatter"] == "json"
+    assert handlers_during_run != [handler_before]
+    assert signal.getsignal(signal.SIGTERM) == handler_before  # restored afterwards
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until_ready(base_url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"the server exited early:\n{log.read_text()[-3000:]}"
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the server never became ready:\n{log.read_text()[-3000:]}")
+
+
+def refuses_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+@pytest.mark.anyio
+async def test_sigterm_lets_in_flight_requests_finish_then_exits_0(
+    tmp_path: Path, tiny_models_dir: Path
+) -> None:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    environment = {
+        **os.environ,
+        "FACEDEMO_MODELS_DIR": str(tiny_models_dir),
+        "FACEDEMO_DEVICE": "cpu",
+        "FACEDEMO_SHUTDOWN_TIMEOUT_SECONDS": "60",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "facedemo.cli", "serve", "--port", str(port)],
+            env=environment,
+            stdout=out,
+            stderr=err,
+        )
+    try:
+        wait_until_ready(base_url, server, stderr)
+        image = image_bytes("JPEG", height=64, width=64)
+        head = (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="face.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        ).encode()
+        tail = f"\r\n--{BOUNDARY}--\r\n".encode()
+        halfway = anyio.Event()
+        release = anyio.Event()
+        started = 0
+
+        async def paused_body() -> Any:
+            # Half the upload, then a pause: the server has the request in hand, unfinished,
+            # when SIGTERM arrives.
+            nonlocal started
+            yield head + image[: len(image) // 2]
+            started += 1
+            if started == IN_FLIGHT:
+                halfway.set()
+            await release.wait()
+            yield image[len(image) // 2 :] + tail
+
+        responses: list[httpx.Response] = []
+        limits = httpx.Limits(max_connections=IN_FLIGHT)
+        async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+
+            async def post() -> None:
+                responses.append(
+                    await client.post(
+                        "/predict",
+                        params={"detect": "skip"},
+                        content=paused_body(),
+                        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+                    )
+                )
+
+            async with anyio.create_task_group() as tasks:
+                for _ in range(IN_FLIGHT):
+                    tasks.start_soon(post)
+                with anyio.fail_after(60):
+                    await halfway.wait()
+                await anyio.sleep(1.0)  # the server reads the first halves
+                server.send_signal(signal.SIGTERM)
+                await anyio.sleep(1.5)
+                stopped_accepting = refuses_connections(port)
+                still_running = server.poll() is None
+                release.set()
+
+        exit_status = server.wait(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+    log = stderr.read_text()
+    assert stopped_accepting, log[-3000:]
+    assert still_running, log[-3000:]
+    assert [response.status_code for response in responses] == [200] * IN_FLIGHT, log[-3000:]
+    assert all(len(response.json()["faces"]) == 1 for response in responses)
+    assert exit_status == 0, log[-3000:]
+    assert "Waiting for connections to close" in log
+    access = [json.loads(line) for line in stdout.read_text().splitlines() if line.startswith("{")]
+    predictions = [line for line in access if line.get("route") == "/predict"]
+    assert [line["status"] for line in predictions] == [200] * IN_FLIGHT
+    assert {line["request_id"] for line in predictions} == {
+        response.headers["x-request-id"] for response in responses
+    }
