@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from facedemo import __version__
 from facedemo.api.middleware import install_middleware
 from facedemo.api.problems import install_problem_handlers
-from facedemo.api.routes import health, models, predict
+from facedemo.api.routes import batch, demo, health, models, predict
 from facedemo.api.state import ServiceState
 from facedemo.config import Settings, get_settings
 from facedemo.errors import FacedemoError
@@ -48,8 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = ServiceState()  # "loading" until the lifespan starts the loader
     install_problem_handlers(app)
     install_middleware(app, settings)
-    for module in (predict, models, health):
+    for module in (predict, batch, models, health, demo):
         app.include_router(module.router)
+    app.mount(demo.STATIC_PATH, demo.static_files(), name="static")
     return app
 
 

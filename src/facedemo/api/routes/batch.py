@@ -1,0 +1,83 @@
+"""POST /predict/batch: age and gender for the faces of several images, and a crowd summary."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, File, Query, Request, UploadFile
+
+from facedemo.api.deps import PipelineDep, RequestContextDep, SettingsDep
+from facedemo.api.problems import problem_for, problem_responses
+from facedemo.api.routes.predict import read_upload
+from facedemo.api.routing import DocumentedRoute
+from facedemo.errors import FacedemoError, InputError, TooManyFiles
+from facedemo.pipeline import ImagePrediction
+from facedemo.schemas import DEFAULT_DETECT_MODE, BatchPredictResponse, DetectMode, Problem
+
+router = APIRouter(
+    prefix="/predict",
+    tags=["predict"],
+    responses=problem_responses(422, 500, 503),
+    route_class=DocumentedRoute,
+)
+
+# Whole-request errors only: a bad image is answered in its own item, not with 400/415.
+BATCH_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "The multipart body cannot be parsed."},
+    413: {
+        "model": Problem,
+        "description": "More files than FACEDEMO_MAX_BATCH_IMAGES (default 32; code "
+        "too_many_files, no image is read), or a body larger than that many uploads.",
+    },
+    415: {"model": Problem, "description": "The body is not multipart/form-data."},
+}
+
+
+@router.post("/batch", response_model=BatchPredictResponse, responses=BATCH_ERRORS)
+async def predict_batch(
+    files: Annotated[
+        list[UploadFile],
+        File(description="The images, each one a repeated multipart field `files`."),
+    ],
+    pipeline: PipelineDep,
+    settings: SettingsDep,
+    context: RequestContextDep,
+    request: Request,
+    detect: Annotated[
+        DetectMode, Query(description="How to find faces in each image, as for POST /predict.")
+    ] = DEFAULT_DETECT_MODE,
+) -> BatchPredictResponse:
+    """Estimate age and gender for the faces in several images, with a crowd summary.
+
+    Send up to `FACEDEMO_MAX_BATCH_IMAGES` (default 32) images as repeated multipart fields
+    `files`. `items` answers each file in upload order: what POST /predict gives for it (image
+    size, faces, timings) with its `index` and `filename`, or its `error` as problem details
+    (unreadable image, over the byte limit, ...) without failing the other files. `summary`
+    covers every face of the predicted images: count, mean and median age, gender shares and the
+    age bucket histogram. The models see all faces of all images in one batch.
+    """
+    if len(files) > settings.max_batch_images:
+        raise TooManyFiles(
+            f"{len(files)} files sent; at most {settings.max_batch_images} are accepted per batch"
+        )
+    uploads: list[bytes | FacedemoError] = []
+    for file in files:
+        try:
+            uploads.append(await read_upload(file, settings.max_upload_bytes))
+        except InputError as error:  # over the byte limit, ...: this file's problem only
+            uploads.append(error)
+    images = [upload for upload in uploads if isinstance(upload, bytes)]
+    predictions = iter(await anyio.to_thread.run_sync(pipeline.predict_images, images, detect))
+    outcomes: list[tuple[str | None, ImagePrediction | Problem]] = []
+    for file, upload in zip(files, uploads, strict=True):
+        outcome = upload if isinstance(upload, FacedemoError) else next(predictions)
+        if isinstance(outcome, FacedemoError):
+            outcomes.append((file.filename, problem_for(outcome, instance=request.url.path)))
+        else:
+            outcomes.append((file.filename, outcome))
+    response = BatchPredictResponse.from_outcomes(
+        pipeline.models, outcomes, request_id=context.request_id
+    )
+    context.faces = response.summary.faces
+    return response

@@ -1,0 +1,334 @@
+"""The demo page at /: its files over HTTP, and a real headless Chromium clicking through it.
+
+The browser tests need Debian's `chromium` and `chromium-driver` and the `selenium` package; they
+skip, saying which is missing, where those are not installed (`.ci/run` installs them in CI).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from facedemo.api import create_app
+from facedemo.api.problems import PROBLEM_MEDIA_TYPE
+from facedemo.api.routes.demo import STATIC_DIR
+from facedemo.config import Settings
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+# The colour app.js strokes face boxes with.
+BOX_RGB = (255, 212, 0)
+PHOTO_HEIGHT, PHOTO_WIDTH = 240, 320
+BROWSER_TIMEOUT_S = 60
+
+
+class LinkParser(HTMLParser):
+    """Collects the src/href of every script, link and anchor of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[str] = []
+        self.stylesheets: list[str] = []
+        self.anchors: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "script" and attributes.get("src"):
+            self.scripts.append(attributes["src"] or "")
+        elif tag == "link" and attributes.get("rel") == "stylesheet":
+            self.stylesheets.append(attributes.get("href") or "")
+        elif tag == "a" and attributes.get("href"):
+            self.anchors.append(attributes["href"] or "")
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """A real uvicorn server for `settings` on a free local port, models loaded; its base URL."""
+    import uvicorn
+
+    app = create_app(settings)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.started:
+                try:
+                    if httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the test server did not become ready")
+            time.sleep(0.1)
+        yield base_url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listener.close()
+
+
+@pytest.fixture(scope="module")
+def live_server(tiny_models_dir: Path) -> Iterator[str]:
+    with serving(Settings(models_dir=tiny_models_dir)) as base_url:
+        yield base_url
+
+
+# ----------------------------------------------------------------------------- over HTTP
+
+
+def test_root_serves_the_page_with_its_script_style_and_docs_link(live_server: str) -> None:
+    response = httpx.get(f"{live_server}/")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = LinkParser()
+    page.feed(response.text)
+    base = f"{live_server}/"
+    assert [urljoin(base, src) for src in page.scripts] == [f"{live_server}/static/app.js"]
+    assert [urljoin(base, href) for href in page.stylesheets] == [f"{live_server}/static/style.css"]
+    assert f"{live_server}/docs" in [urljoin(base, href) for href in page.anchors]
+    # Offline: nothing is fetched from another host.
+    assert "http://" not in response.text and "https://" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "media_types"),
+    [
+        ("/static/app.js", ("text/javascript", "application/javascript")),
+        ("/static/style.css", ("text/css",)),
+        ("/static/index.html", ("text/html",)),
+    ],
+)
+def test_static_assets_are_served_with_their_media_type(
+    live_server: str, path: str, media_types: tuple[str, ...]
+) -> None:
+    response = httpx.get(live_server + path)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].split(";")[0] in media_types
+    assert response.content == (STATIC_DIR / Path(path).name).read_bytes()
+
+
+def test_missing_and_escaping_static_paths_are_404s(live_server: str) -> None:
+    missing = httpx.get(f"{live_server}/static/nothing.js")
+    escaping = httpx.get(f"{live_server}/static/..%2Fapi%2Fapp.py")
+
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    assert escaping.status_code == 404
+
+
+def test_the_page_is_not_in_the_openapi_document(live_server: str) -> None:
+    paths = httpx.get(f"{live_server}/openapi.json").json()["paths"]
+
+    assert "/" not in paths
+    assert not any(path.startswith("/static") for path in paths)
+
+
+# ----------------------------------------------------------------------------- in a browser
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    """Headless Chromium through chromedriver, with a fresh profile; skips when not installed."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromedriver = shutil.which("chromedriver")
+    if chromium is None or chromedriver is None:
+        pytest.skip("chromium or chromedriver is not installed (apt-get install chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1100,1400",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        options.add_argument(flag)
+    # An explicit driver path: Selenium Manager would otherwise try to download one.
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(chromedriver))
+    driver.set_page_load_timeout(BROWSER_TIMEOUT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def gradient_photo(path: Path) -> np.ndarray:
+    """A blue-green gradient PNG (no yellow anywhere), written to `path`; returns its pixels."""
+    rows = np.linspace(40, 160, PHOTO_HEIGHT)[:, None]
+    columns = np.linspace(20, 120, PHOTO_WIDTH)[None, :]
+    pixels = np.zeros((PHOTO_HEIGHT, PHOTO_WIDTH, 3), dtype=np.uint8)
+    pixels[..., 0] = 30
+    pixels[..., 1] = (rows + columns) / 2
+    pixels[..., 2] = 210
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    path.write_bytes(buffer.getvalue())
+    return pixels
+
+
+def open_page(browser: WebDriver, url: str) -> None:
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    browser.get(url)
+    WebDriverWait(browser, BROWSER_TIMEOUT_S).until(
+        lambda driver: driver.execute_script("return document.body.dataset.ready") == "true"
+    )
+
+
+def upload_and_wait(browser: WebDriver, path: Path) -> str:
+    """Choose `path` in the page's file input; the page's final state: "done" or "error"."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    state: str = WebDriverWait(browser, BROWSER_TIMEOUT_S).until(
+        lambda driver: driver.execute_script(
+            "const state = document.body.dataset.state;"
+            "return state === 'done' || state === 'error' ? state : null;"
+        )
+    )
+    return state
+
+
+def canvas_pixel(browser: WebDriver, x: int, y: int) -> tuple[int, ...]:
+    rgba: list[Any] = browser.execute_script(
+        "const canvas = document.getElementById('photo');"
+        "return Array.from(canvas.getContext('2d').getImageData(arguments[0], arguments[1], 1, 1)"
+        ".data);",
+        x,
+        y,
+    )
+    return tuple(int(value) for value in rgba)
+
+
+def test_the_page_draws_a_box_and_label_for_each_face(
+    browser: WebDriver, live_server: str, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    photo = tmp_path / "photo.png"
+    pixels = gradient_photo(photo)
+    # The tiny test models come without a detector: take the whole photo as the face.
+    open_page(browser, f"{live_server}/?detect=skip")
+    assert browser.find_element(By.ID, "detect").get_attribute("value") == "skip"
+    # The page offers the modes the server's OpenAPI document lists.
+    openapi = httpx.get(f"{live_server}/openapi.json").json()
+    offered = browser.execute_script("return document.body.dataset.detectModes").split(",")
+    assert offered == openapi["components"]["schemas"]["DetectMode"]["enum"]
+
+    state = upload_and_wait(browser, photo)
+
+    screenshot = tmp_path / "demo-page.png"
+    assert browser.save_screenshot(str(screenshot))
+    assert state == "done", browser.find_element(By.ID, "error").text
+    canvas = browser.find_element(By.ID, "photo")
+    assert canvas.get_attribute("data-boxes") == "1"
+    size = browser.execute_script("const c = arguments[0]; return [c.width, c.height];", canvas)
+    assert size == [PHOTO_WIDTH, PHOTO_HEIGHT]
+    # The box runs along the photo's edges (detect=skip), in the box colour ...
+    middle_y = PHOTO_HEIGHT // 2
+    assert canvas_pixel(browser, 0, middle_y) == (*BOX_RGB, 255)
+    assert canvas_pixel(browser, PHOTO_WIDTH - 1, middle_y) == (*BOX_RGB, 255)
+    assert canvas_pixel(browser, PHOTO_WIDTH // 2, PHOTO_HEIGHT - 1) == (*BOX_RGB, 255)
+    # ... over the photo itself, which shows inside it.
+    inside = canvas_pixel(browser, PHOTO_WIDTH // 2, middle_y)
+    expected = pixels[middle_y, PHOTO_WIDTH // 2]
+    assert all(abs(a - int(b)) <= 2 for a, b in zip(inside[:3], expected, strict=True)), inside
+
+    answer = json.loads(browser.find_element(By.ID, "json").text)
+    [face] = answer["faces"]
+    [row] = browser.find_elements(By.CSS_SELECTOR, "#face-rows tr.face")
+    cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[0] == "1"
+    assert cells[1] == f"{face['age']['years']:.1f} years"
+    assert cells[3] == face["age"]["bucket"]
+    assert cells[4] == f"{face['gender']['label']} {round(face['gender']['confidence'] * 100)}%"
+    assert cells[5] == f"0, 0, {PHOTO_WIDTH}, {PHOTO_HEIGHT}"
+    assert screenshot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_page_shows_a_problem_readably(
+    browser: WebDriver, live_server: str, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_bytes(b"name,salary\nalice,123456\n")
+    open_page(browser, f"{live_server}/?detect=skip")
+
+    state = upload_and_wait(browser, not_an_image)
+
+    assert state == "error"
+    error = browser.find_element(By.ID, "error")
+    assert error.is_displayed()
+    problem = json.loads(browser.find_element(By.ID, "json").text)
+    assert problem["code"] == "image_undecodable"
+    assert browser.find_element(By.ID, "error-title").text == "Image could not be decoded"
+    assert browser.find_element(By.ID, "error-detail").text == problem["detail"]
+    assert "salary" not in error.text
+    assert browser.find_element(By.ID, "photo").get_attribute("data-boxes") == "0"
+    assert not browser.find_element(By.ID, "result").is_displayed()
+
+
+def test_the_page_asks_for_an_api_key_when_the_server_needs_one(
+    browser: WebDriver, tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    photo = tmp_path / "photo.png"
+    gradient_photo(photo)
+    settings = Settings(
+        models_dir=tiny_models_dir, api_keys=("open-sesame",), api_keys_protect_docs=False
+    )
+    with serving(settings) as base_url:
+        open_page(browser, f"{base_url}/?detect=skip")
+        key_field = browser.find_element(By.ID, "api-key-field")
+        assert not key_field.is_displayed()
+
+        refused = upload_and_wait(browser, photo)
+        assert refused == "error"
+        assert key_field.is_displayed()
+        assert json.loads(browser.find_element(By.ID, "json").text)["status"] == 401
+
+        # Entering the key (change fires on leaving the field) sends the photo again.
+        browser.find_element(By.ID, "api-key").send_keys("open-sesame", Keys.TAB)
+        WebDriverWait(browser, BROWSER_TIMEOUT_S).until(
+            lambda driver: driver.execute_script("return document.body.dataset.state") == "done"
+        )
+
+    assert browser.find_element(By.ID, "photo").get_attribute("data-boxes") == "1"
+    assert not browser.find_element(By.ID, "error").is_displayed()
