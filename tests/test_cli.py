@@ -54,7 +54,8 @@ def test_predict_json_prints_one_object_per_image_and_survives_bad_ones(
     not_an_image.write_text("just text")
     missing = tmp_path / "missing.png"
 
-    status = cli.main(["predict", str(good), str(missing), str(not_an_image), str(other), "--json"])
+    images = [str(good), str(missing), str(not_an_image), str(other)]
+    status = cli.main(["predict", *images, "--json", "--detect", "skip"])
 
     captured = capsys.readouterr()
     assert status == 1

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from facedemo.registry import Registry
 
 EXIF_ORIENTATION_TAG = 0x0112
+# These tests use noise images as face crops; detect=auto is tested in test_detection.py.
+SKIP = DetectMode.SKIP
 
 
 def encode(image: np.ndarray, image_format: str, **params: object) -> bytes:
@@ -89,8 +91,8 @@ def test_results_are_the_registry_rows_for_the_resized_image(
 
 
 def test_different_images_give_different_predictions(pipeline: Pipeline) -> None:
-    dark = pipeline.predict_image(encode(np.full((32, 32, 3), 10, np.uint8), "PNG"))
-    bright = pipeline.predict_image(encode(np.full((32, 32, 3), 245, np.uint8), "PNG"))
+    dark = pipeline.predict_image(encode(np.full((32, 32, 3), 10, np.uint8), "PNG"), SKIP)
+    bright = pipeline.predict_image(encode(np.full((32, 32, 3), 245, np.uint8), "PNG"), SKIP)
 
     assert (
         dark.faces[0].age.bucket_probabilities != bright.faces[0].age.bucket_probabilities
@@ -103,14 +105,14 @@ def test_box_and_size_follow_the_exif_orientation(pipeline: Pipeline) -> None:
     exif[EXIF_ORIENTATION_TAG] = 6  # stored landscape, displayed rotated 90 degrees clockwise
     data = encode(noise_image(20, 60, seed=3), "JPEG", exif=exif.tobytes())
 
-    result = pipeline.predict_image(data)
+    result = pipeline.predict_image(data, SKIP)
 
     assert (result.image.width, result.image.height) == (20, 60)
     assert (result.faces[0].box.width, result.faces[0].box.height) == (20, 60)
 
 
 def test_timings_cover_each_stage(pipeline: Pipeline) -> None:
-    timings = pipeline.predict_image(encode(noise_image(64, 64, seed=4), "JPEG")).timings_ms
+    timings = pipeline.predict_image(encode(noise_image(64, 64, seed=4), "JPEG"), SKIP).timings_ms
 
     stages = (timings.decode, timings.detect, timings.inference)
     assert all(stage >= 0.0 for stage in stages)
@@ -132,7 +134,7 @@ def test_pixel_limit_comes_from_the_settings(
 
 
 def test_response_schema_carries_the_prediction(pipeline: Pipeline) -> None:
-    prediction = pipeline.predict_image(encode(noise_image(24, 24, seed=6), "PNG"))
+    prediction = pipeline.predict_image(encode(noise_image(24, 24, seed=6), "PNG"), SKIP)
 
     response = PredictResponse.from_prediction(prediction, request_id="abc")
     other = PredictResponse.from_prediction(prediction)

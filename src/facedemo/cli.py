@@ -1,7 +1,7 @@
 """The `facedemo` command: serve the API, predict images in-process, list model bundles.
 
     facedemo serve [--host H] [--port P] [--workers N]
-    facedemo predict IMAGE... [--detect skip] [--json]
+    facedemo predict IMAGE... [--detect auto|skip] [--json]
     facedemo evaluate DATA [--labels CSV] [--detect skip] [--json] [--limit N]
     facedemo models [--json]
 
@@ -43,6 +43,7 @@ from facedemo.pipeline import DEFAULT_DETECT_MODE, DetectMode, Pipeline
 from facedemo.schemas import PredictResponse
 
 if TYPE_CHECKING:
+    from facedemo.detection import Detector
     from facedemo.registry import Registry
 
 APP_FACTORY = "facedemo.api:create_app"
@@ -119,7 +120,8 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         "--detect",
         choices=[mode.value for mode in DetectMode],
         default=DEFAULT_DETECT_MODE.value,
-        help="how to find faces; skip: each image is one face crop (default: %(default)s)",
+        help="how to find faces; auto: detect and align every face; skip: each image is one "
+        "face crop (default: %(default)s)",
     )
     parser.add_argument(
         "--json",
@@ -135,8 +137,8 @@ def _run_predict(args: argparse.Namespace, settings: Settings) -> int:
     except FacedemoError as error:
         _complain(f"models not loaded: {error.detail}")
         return EXIT_FAILURE
-    pipeline = Pipeline(registry, settings)
     detect = DetectMode(args.detect)
+    pipeline = Pipeline(registry, settings, _load_detector(settings, registry, detect))
     status = EXIT_OK
     for path in args.images:
         try:
@@ -222,10 +224,11 @@ def _run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     except FacedemoError as error:
         _complain(f"models not loaded: {error.detail}")
         return EXIT_FAILURE
+    detect = DetectMode(args.detect)
     report = evaluate(
-        Pipeline(registry, settings),
+        Pipeline(registry, settings, _load_detector(settings, registry, detect)),
         labelled,
-        DetectMode(args.detect),
+        detect,
         limit=args.limit,
         progress=_terminal_progress(),
     )
@@ -383,6 +386,15 @@ def _load_registry(settings: Settings) -> Registry:
     from facedemo.registry import Registry
 
     return Registry.load(settings.models_dir, device=settings.device, pins=settings.model_pins)
+
+
+def _load_detector(settings: Settings, registry: Registry, detect: DetectMode) -> Detector | None:
+    """The face detector on the registry's device when `detect` needs one, else None."""
+    if detect is not DetectMode.AUTO:
+        return None
+    from facedemo.detection import Detector
+
+    return Detector.from_settings(settings, registry.device)
 
 
 def _quiet_tensorflow() -> None:

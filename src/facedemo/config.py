@@ -32,6 +32,18 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, gt=0, description="Largest decoded image (w*h).")
     max_batch_images: int = Field(32, gt=0, description="Most images in one /predict/batch.")
     device: Device = Field("auto", description="auto: GPU if visible, else CPU; gpu: GPU or fail.")
+    detector_max_side: int = Field(
+        640, ge=48, description="Images are shrunk to this longest side (px) before detection."
+    )
+    detector_min_face_size: int = Field(
+        20, ge=8, description="Smallest face (px, in the shrunk image) the detector looks for."
+    )
+    detector_confidence: float = Field(
+        0.95, ge=0.0, le=1.0, description="Least detector (O-Net) confidence of a reported face."
+    )
+    max_faces_per_image: int = Field(
+        50, gt=0, description="Most faces reported per image; the largest are kept."
+    )
     log_level: LogLevel = Field("info", description="Log level of the service.")
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facedemo.alignment import align_face
 from facedemo.config import Settings
 from facedemo.errors import FacedemoError, InputError
 from facedemo.imaging import decode_image, resize_rgb
@@ -25,6 +26,7 @@ from facedemo.manifest import AGE_BUCKET_LABELS, GENDER_LABELS
 if TYPE_CHECKING:
     # Only for type hints: importing the registry imports TensorFlow, which `facedemo --help` and
     # the schemas should not pay for.
+    from facedemo.detection import Detection, Detector
     from facedemo.registry import FacePredictions, Registry
 
 # Probabilities are reported to 4 decimals, ages and intervals to 1: more digits are noise.
@@ -36,10 +38,11 @@ MILLISECONDS_DIGITS = 2
 class DetectMode(str, Enum):
     """How faces are found in an image."""
 
+    AUTO = "auto"  # detect every face, align each to the training crops' geometry
     SKIP = "skip"  # the image is already a face crop: use all of it
 
 
-DEFAULT_DETECT_MODE = DetectMode.SKIP
+DEFAULT_DETECT_MODE = DetectMode.AUTO
 
 
 @dataclass(frozen=True)
@@ -169,10 +172,16 @@ class LocatedImage:
 class Pipeline:
     """Turns image bytes into per-face age and gender predictions with one registry."""
 
-    def __init__(self, registry: Registry, settings: Settings) -> None:
-        """Use `registry`'s models; `settings` gives the image limits."""
+    def __init__(
+        self, registry: Registry, settings: Settings, detector: Detector | None = None
+    ) -> None:
+        """Use `registry`'s models; `settings` gives the image limits; `detector` finds faces.
+
+        Without a detector only `DetectMode.SKIP` works.
+        """
         self._registry = registry
         self._settings = settings
+        self._detector = detector
         self._models = [
             ModelVersion(name=name, version=manifest.version)
             for name, manifest in sorted(registry.manifests().items())
@@ -279,7 +288,31 @@ class Pipeline:
                     crop=resize_rgb(image, self._registry.input_size),
                 )
             ]
+        if detect is DetectMode.AUTO:
+            if self._detector is None:
+                raise ValueError("detect=auto needs a Pipeline built with a detector")
+            # The detector returns the largest faces first, at most max_faces_per_image of them.
+            return [
+                _detected_region(image, detection, self._registry.input_size)
+                for detection in self._detector.detect(image)
+            ]
         raise ValueError(f"unsupported detect mode {detect!r}")
+
+
+def _detected_region(
+    image: np.ndarray, detection: Detection, input_size: tuple[int, int]
+) -> FaceRegion:
+    height, width = image.shape[:2]
+    x1, y1, x2, y2 = detection.box
+    left, top = min(round(x1), width - 1), min(round(y1), height - 1)
+    right, bottom = max(round(x2), left + 1), max(round(y2), top + 1)
+    points = [Point(x=round(float(x), 1), y=round(float(y), 1)) for x, y in detection.landmarks]
+    return FaceRegion(
+        box=Box(x=left, y=top, width=min(right, width) - left, height=min(bottom, height) - top),
+        crop=align_face(image, detection.landmarks, input_size),
+        detection_confidence=round(detection.confidence, PROBABILITY_DIGITS),
+        landmarks=Landmarks(*points),
+    )
 
 
 def _face_result(region: FaceRegion, predictions: FacePredictions, row: int) -> FaceResult:

@@ -17,6 +17,7 @@ from facedemo.api.problems import install_problem_handlers
 from facedemo.api.routes import batch, demo, health, models, predict
 from facedemo.api.state import ServiceState
 from facedemo.config import Settings, get_settings
+from facedemo.detection import Detector
 from facedemo.errors import FacedemoError
 from facedemo.pipeline import Pipeline
 from facedemo.registry import Registry
@@ -66,12 +67,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _load_models(state: ServiceState, settings: Settings) -> None:
-    """Load and warm the registry in a worker thread, then record the outcome in `state`."""
-    load = partial(
-        Registry.load, settings.models_dir, device=settings.device, pins=settings.model_pins
-    )
+    """Load and warm the registry and the detector in a worker thread; record it in `state`."""
+    load = partial(_load_registry_and_detector, settings)
     try:
-        registry = await anyio.to_thread.run_sync(load, abandon_on_cancel=True)
+        registry, detector = await anyio.to_thread.run_sync(load, abandon_on_cancel=True)
     except FacedemoError as error:
         logger.error("models not loaded, the service is not ready: %s", error.detail)
         state.mark_failed(error.detail)
@@ -80,5 +79,11 @@ async def _load_models(state: ServiceState, settings: Settings) -> None:
         logger.exception("models not loaded, the service is not ready")
         state.mark_failed(f"{type(error).__name__}: {error}")
         return
-    state.mark_ready(registry, Pipeline(registry, settings))
+    state.mark_ready(registry, Pipeline(registry, settings, detector))
     logger.info("ready: %s on %s", ", ".join(registry.manifests()), registry.device)
+
+
+def _load_registry_and_detector(settings: Settings) -> tuple[Registry, Detector]:
+    """The loaded, warmed models, and the face detector warmed on the same device."""
+    registry = Registry.load(settings.models_dir, device=settings.device, pins=settings.model_pins)
+    return registry, Detector.from_settings(settings, registry.device)
