@@ -44,6 +44,26 @@ class Settings(BaseSettings):
     max_faces_per_image: int = Field(
         50, gt=0, description="Most faces reported per image; the largest are kept."
     )
+    max_batch_size: int = Field(
+        32,
+        ge=1,
+        le=32,  # the registry's largest padded batch (registry.PADDED_BATCH_SIZES), all warmed
+        description="Most faces in one model call of the dynamic batcher; 1 turns batching off.",
+    )
+    batch_timeout_ms: float = Field(
+        5.0, ge=0, description="Longest wait of the oldest queued face for a fuller batch (ms)."
+    )
+    max_queue: int = Field(
+        128,
+        ge=1,
+        description="Faces that may wait for the models; beyond, 503 overloaded with Retry-After.",
+    )
+    request_timeout_ms: float = Field(
+        10_000,
+        gt=0,
+        description="A request whose faces have not reached the models by then: 503 "
+        "deadline_exceeded.",
+    )
     log_level: LogLevel = Field("info", description="Log level of the service.")
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (),

@@ -15,9 +15,12 @@
     │   ├── UnknownModelError          unknown_model           404
     │   └── DeviceUnavailableError     device_unavailable      503
     ├── NotReadyError                  not_ready               503
+    ├── OverloadedError                overloaded              503  + Retry-After
+    │   └── DeadlineExceededError      deadline_exceeded       503  + Retry-After
     └── AuthenticationError            unauthorized            401
 
-Each class carries a stable `code` (clients branch on it), a `title` and the HTTP `status`.
+Each class carries a stable `code` (clients branch on it), a `title` and the HTTP `status`; an
+error with a `retry_after` (seconds) is answered with a `Retry-After` header.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class FacedemoError(Exception):
     code = "facedemo_error"
     title = "Internal error"
     status = 500
+    retry_after: int | None = None  # seconds a client should wait before trying again
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -152,6 +156,25 @@ class NotReadyError(FacedemoError):
     code = "not_ready"
     title = "Service not ready"
     status = 503
+
+
+class OverloadedError(FacedemoError):
+    """The models' queue is full (FACEDEMO_MAX_QUEUE faces wait): try again after `retry_after`."""
+
+    code = "overloaded"
+    title = "Service overloaded"
+    status = 503
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class DeadlineExceededError(OverloadedError):
+    """The request's faces did not reach the models within FACEDEMO_REQUEST_TIMEOUT_MS."""
+
+    code = "deadline_exceeded"
+    title = "Request deadline exceeded"
 
 
 class AuthenticationError(FacedemoError):

@@ -26,6 +26,7 @@ from facedemo.manifest import AGE_BUCKET_LABELS, GENDER_LABELS
 if TYPE_CHECKING:
     # Only for type hints: importing the registry imports TensorFlow, which `facedemo --help` and
     # the schemas should not pay for.
+    from facedemo.batching import BatchingPredictor
     from facedemo.detection import Detection, Detector
     from facedemo.registry import FacePredictions, Registry
 
@@ -173,15 +174,21 @@ class Pipeline:
     """Turns image bytes into per-face age and gender predictions with one registry."""
 
     def __init__(
-        self, registry: Registry, settings: Settings, detector: Detector | None = None
+        self,
+        registry: Registry,
+        settings: Settings,
+        detector: Detector | None = None,
+        batcher: BatchingPredictor | None = None,
     ) -> None:
         """Use `registry`'s models; `settings` gives the image limits; `detector` finds faces.
 
-        Without a detector only `DetectMode.SKIP` works.
+        Without a detector only `DetectMode.SKIP` works. With a `batcher` (over `registry`) the
+        crops go through it, to share model calls with concurrent requests.
         """
         self._registry = registry
         self._settings = settings
         self._detector = detector
+        self._predictor: Registry | BatchingPredictor = registry if batcher is None else batcher
         self._models = [
             ModelVersion(name=name, version=manifest.version)
             for name, manifest in sorted(registry.manifests().items())
@@ -247,7 +254,7 @@ class Pipeline:
             crops = np.stack([region.crop for region in regions])
         else:
             crops = np.zeros((0, *self._registry.input_size, 3), dtype=np.uint8)
-        predictions = self._registry.predict(crops)
+        predictions = self._predictor.predict(crops)
         faces = [_face_result(region, predictions, row) for row, region in enumerate(regions)]
         per_image: list[list[FaceResult]] = []
         start = 0

@@ -12,10 +12,12 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from facedemo import __version__
+from facedemo.api.metrics import ServiceMetrics
 from facedemo.api.middleware import install_middleware
 from facedemo.api.problems import install_problem_handlers
-from facedemo.api.routes import batch, demo, health, models, predict
+from facedemo.api.routes import batch, demo, health, metrics, models, predict
 from facedemo.api.state import ServiceState
+from facedemo.batching import BatchingPredictor
 from facedemo.config import Settings, get_settings
 from facedemo.detection import Detector
 from facedemo.errors import FacedemoError
@@ -47,9 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.service = ServiceState()  # "loading" until the lifespan starts the loader
+    app.state.metrics = ServiceMetrics()  # per app: tests build many apps in one process
     install_problem_handlers(app)
-    install_middleware(app, settings)
-    for module in (predict, batch, models, health, demo):
+    install_middleware(app, settings, app.state.metrics)
+    for module in (predict, batch, models, health, demo, metrics):
         app.include_router(module.router)
     app.mount(demo.STATIC_PATH, demo.static_files(), name="static")
     return app
@@ -60,14 +63,22 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     state = ServiceState()
     app.state.service = state
+    # Each request holds a worker thread while its faces wait for a batch; with fewer threads than
+    # queue places, the excess would wait for a thread, unbounded, instead of being refused.
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    limiter.total_tokens = max(limiter.total_tokens, settings.max_queue + settings.max_batch_size)
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(_load_models, state, settings)
+        tasks.start_soon(_load_models, state, settings, app.state.metrics)
         yield
         tasks.cancel_scope.cancel()
+    if state.batcher is not None:  # in-flight requests have finished: this only drains leftovers
+        await anyio.to_thread.run_sync(state.batcher.stop, settings.shutdown_timeout_seconds)
 
 
-async def _load_models(state: ServiceState, settings: Settings) -> None:
-    """Load and warm the registry and the detector in a worker thread; record it in `state`."""
+async def _load_models(
+    state: ServiceState, settings: Settings, service_metrics: ServiceMetrics
+) -> None:
+    """Load and warm the models in a worker thread, start the batcher; record it in `state`."""
     load = partial(_load_registry_and_detector, settings)
     try:
         registry, detector = await anyio.to_thread.run_sync(load, abandon_on_cancel=True)
@@ -79,7 +90,13 @@ async def _load_models(state: ServiceState, settings: Settings) -> None:
         logger.exception("models not loaded, the service is not ready")
         state.mark_failed(f"{type(error).__name__}: {error}")
         return
-    state.mark_ready(registry, Pipeline(registry, settings, detector))
+    batcher = BatchingPredictor.from_settings(registry, settings, observer=service_metrics)
+    batcher.start()
+    service_metrics.set_models(
+        {name: manifest.version for name, manifest in registry.manifests().items()},
+        registry.device,
+    )
+    state.mark_ready(registry, Pipeline(registry, settings, detector, batcher), batcher)
     logger.info("ready: %s on %s", ", ".join(registry.manifests()), registry.device)
 
 

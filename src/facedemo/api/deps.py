@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from facedemo.api.access_log import RequestContext, request_context
+from facedemo.api.metrics import ServiceMetrics
 from facedemo.api.state import ServiceState
 from facedemo.config import Settings
 from facedemo.pipeline import Pipeline
@@ -42,6 +43,12 @@ async def get_pipeline(state: ServiceStateDep) -> Pipeline:
     return state.require_pipeline()
 
 
+async def get_metrics(request: Request) -> ServiceMetrics:
+    """The application's Prometheus metrics."""
+    metrics: ServiceMetrics = request.app.state.metrics
+    return metrics
+
+
 async def get_request_context(request: Request) -> RequestContext:
     """This request's id and access-log notes, set up by AccessLogMiddleware."""
     return request_context(request.scope)
@@ -51,3 +58,4 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 RequestContextDep = Annotated[RequestContext, Depends(get_request_context)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]

@@ -1,6 +1,7 @@
 """`install_middleware`: the service's middleware stack, outermost first.
 
     AccessLogMiddleware      request id and one access line, for every answer (500s included)
+    RequestMetricsMiddleware Prometheus request counts and latencies (api/metrics.py)
     ServerErrorMiddleware    Starlette's: unhandled exceptions -> the 500 problem
     ApiKeyMiddleware         401 before anything reads the body, when keys are configured
     UploadLimitMiddleware    413 for bodies over their limit, before or while they arrive
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp
 
 from facedemo.api.access_log import AccessLogMiddleware
 from facedemo.api.limits import UploadLimitMiddleware, UploadLimits
+from facedemo.api.metrics import RequestMetricsMiddleware, ServiceMetrics
 from facedemo.api.security import ApiKeyMiddleware, ApiKeyPolicy, document_api_keys
 from facedemo.config import Settings
 
@@ -25,8 +27,8 @@ from facedemo.config import Settings
 BATCH_PATH = "/predict/batch"
 
 
-def install_middleware(app: FastAPI, settings: Settings) -> None:
-    """Add the stack above to `app`, configured from `settings`."""
+def install_middleware(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> None:
+    """Add the stack above to `app`, configured from `settings`, counting into `metrics`."""
     limits = UploadLimits(settings.max_upload_bytes, {BATCH_PATH: settings.max_batch_images})
     # Uploads must never touch the disk: Starlette spools a file part to a temporary file once it
     # passes spool_max_size, so make that at least the largest body the limits let through.
@@ -40,6 +42,6 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
     build_stack = app.build_middleware_stack
 
     def build_logged_stack() -> ASGIApp:
-        return AccessLogMiddleware(build_stack())
+        return AccessLogMiddleware(RequestMetricsMiddleware(build_stack(), metrics=metrics))
 
     app.build_middleware_stack = build_logged_stack  # type: ignore[method-assign]

@@ -1,6 +1,7 @@
 """The one place that turns errors into HTTP answers: RFC 9457 application/problem+json.
 
-- `FacedemoError` (errors.py) -> its own status, title and code; type PROBLEM_TYPE_BASE + code.
+- `FacedemoError` (errors.py) -> its own status, title and code; type PROBLEM_TYPE_BASE + code;
+  a `Retry-After` header when the error has a `retry_after` (overloaded, deadline_exceeded).
 - `RequestValidationError` -> 422, code "validation_error", with the invalid parts in `errors`.
 - Starlette's `HTTPException` (unknown route, wrong method, ...) -> its status, type about:blank.
 - Anything else -> 500, code "internal_error", logged with its traceback and never shown.
@@ -38,7 +39,9 @@ _DESCRIPTIONS = {
     "multipart/form-data (unsupported_media_type).",
     422: "The request is malformed: a missing field or an invalid parameter.",
     500: "An unexpected error; it is logged, and no details are returned.",
-    503: "The models are not loaded yet, or failed to load; the detail says which.",
+    503: "The models are not loaded yet, or failed to load (not_ready); or too many faces wait "
+    "for the models (overloaded) or this request waited too long (deadline_exceeded), with a "
+    "Retry-After header.",
 }
 
 
@@ -84,7 +87,8 @@ async def _facedemo_error(request: Request, error: Exception) -> ProblemResponse
     assert isinstance(error, FacedemoError)
     if error.status == 500:  # 503s (not ready) are expected while loading; 500s need a look
         logger.error("%s %s: %s: %s", request.method, request.url.path, error.code, error.detail)
-    return problem_response(problem_for(error, instance=request.url.path))
+    headers = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
+    return problem_response(problem_for(error, instance=request.url.path), headers=headers)
 
 
 async def _validation_error(request: Request, error: Exception) -> ProblemResponse:

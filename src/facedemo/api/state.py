@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from facedemo.batching import BatchingPredictor
 from facedemo.errors import NotReadyError
 from facedemo.pipeline import Pipeline
 from facedemo.registry import Registry
@@ -16,10 +17,13 @@ class ServiceState:
     registry: Registry | None = None
     pipeline: Pipeline | None = None
     failure: str | None = None
+    batcher: BatchingPredictor | None = None  # the pipeline's; the lifespan stops it
 
-    def mark_ready(self, registry: Registry, pipeline: Pipeline) -> None:
+    def mark_ready(
+        self, registry: Registry, pipeline: Pipeline, batcher: BatchingPredictor | None = None
+    ) -> None:
         """Models are loaded and warmed: start answering predictions."""
-        self.registry, self.pipeline = registry, pipeline
+        self.registry, self.pipeline, self.batcher = registry, pipeline, batcher
 
     def mark_failed(self, reason: str) -> None:
         """Loading failed: stay up, not ready, and say why."""

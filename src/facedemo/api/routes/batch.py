@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
-from facedemo.api.deps import PipelineDep, RequestContextDep, SettingsDep
+from facedemo.api.deps import MetricsDep, PipelineDep, RequestContextDep, SettingsDep
 from facedemo.api.problems import problem_for, problem_responses
 from facedemo.api.routes.predict import read_upload
 from facedemo.api.routing import DocumentedRoute
@@ -43,6 +43,7 @@ async def predict_batch(
     pipeline: PipelineDep,
     settings: SettingsDep,
     context: RequestContextDep,
+    metrics: MetricsDep,
     request: Request,
     detect: Annotated[
         DetectMode, Query(description="How to find faces in each image, as for POST /predict.")
@@ -80,4 +81,7 @@ async def predict_batch(
         pipeline.models, outcomes, request_id=context.request_id
     )
     context.faces = response.summary.faces
+    metrics.observe_faces(
+        len(outcome.faces) for _, outcome in outcomes if not isinstance(outcome, Problem)
+    )
     return response

@@ -7,7 +7,7 @@ from typing import Annotated
 import anyio.to_thread
 from fastapi import APIRouter, File, Query, UploadFile
 
-from facedemo.api.deps import PipelineDep, RequestContextDep, SettingsDep
+from facedemo.api.deps import MetricsDep, PipelineDep, RequestContextDep, SettingsDep
 from facedemo.api.problems import problem_responses
 from facedemo.api.routing import DocumentedRoute
 from facedemo.errors import UploadTooLarge
@@ -27,6 +27,7 @@ async def predict(
     pipeline: PipelineDep,
     settings: SettingsDep,
     context: RequestContextDep,
+    metrics: MetricsDep,
     detect: Annotated[
         DetectMode,
         Query(description="How to find faces. `skip`: the image is one face crop, use all of it."),
@@ -41,6 +42,7 @@ async def predict(
     data = await read_upload(file, settings.max_upload_bytes)
     prediction = await anyio.to_thread.run_sync(pipeline.predict_image, data, detect)
     context.faces = len(prediction.faces)
+    metrics.observe_faces([context.faces])
     return PredictResponse.from_prediction(prediction, request_id=context.request_id)
 
 
