@@ -176,6 +176,21 @@ BAD_INPUTS = {
 }
 
 
+async def test_too_many_files_in_a_batch_is_refused(client: httpx.AsyncClient) -> None:
+    def files(count: int) -> list[tuple[str, tuple[str, bytes, str]]]:
+        return [
+            ("files", (f"{index}.png", image_bytes("PNG", seed=index), "image/png"))
+            for index in range(count)
+        ]
+
+    too_many = await client.post("/predict/batch", params=SKIP, files=files(MAX_BATCH_IMAGES + 1))
+    at_the_limit = await client.post("/predict/batch", params=SKIP, files=files(MAX_BATCH_IMAGES))
+
+    assert str(MAX_BATCH_IMAGES) in assert_problem(too_many, 413, "too_many_files")["detail"]
+    assert at_the_limit.status_code == 200, at_the_limit.text
+    await assert_still_serving(client)
+
+
 @pytest.mark.parametrize("case", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
 async def test_bad_input_gets_its_problem_and_the_service_stays_up(
     client: httpx.AsyncClient, case: BadInput

@@ -171,3 +171,26 @@ async def test_uploads_stay_in_memory_even_above_starlettes_spool_size(
     with tempfile.SpooledTemporaryFile(max_size=10) as spool:
         spool.write(b"x" * 11)
     assert len(to_disk) == 1
+
+
+async def test_a_batch_may_carry_more_bytes_than_a_single_upload(tiny_models_dir: Path) -> None:
+    limit = 50_000
+    images = [
+        encode_array(np.random.default_rng(seed).integers(0, 256, (90, 90, 3), dtype=np.uint8))
+        for seed in range(3)
+    ]
+    assert all(limit * 0.4 < len(image) <= limit for image in images)
+    app = create_app(Settings(models_dir=tiny_models_dir, max_upload_bytes=limit))
+    files = [("files", (f"{index}.png", image, "image/png")) for index, image in enumerate(images)]
+
+    async with running(app) as client:
+        assert (await settled_readiness(client)).status_code == 200
+        batch = await client.post(BATCH_PATH, params={"detect": "skip"}, files=files)
+        # The same bytes as one file to /predict pass that route's body limit.
+        single = await client.post(
+            "/predict", files={"file": ("all.png", b"".join(images), "image/png")}
+        )
+
+    assert batch.status_code == 200, batch.text
+    assert_problem(single, 413, "upload_too_large")
+    assert "request body" in single.json()["detail"]  # the middleware's answer, not the route's

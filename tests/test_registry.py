@@ -10,9 +10,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from tests.bundles import INTERVAL_LEVEL, write_tiny_bundles
 
-from facedemo.age_distribution import age_summary, cdf_quantiles, softmax
+from facedemo.age_distribution import age_summary, bucket_mass, cdf_quantiles, softmax
 from facedemo.bundles import available_versions
 from facedemo.errors import BundleError, UnknownModelError
 from facedemo.manifest import (
@@ -397,3 +398,21 @@ def test_age_summary_of_no_rows() -> None:
     years, interval = age_summary(np.zeros((0, AGES), np.float32), temperature=1.0, level=0.8)
     assert years.shape == (0,) and interval.shape == (0, 2)
     assert years.dtype == np.float32 and interval.dtype == np.float32
+
+
+def test_bucket_mass_sums_each_buckets_ages() -> None:
+    logits = np.full((1, 117), -np.inf)
+    logits[0, [10, 30, 110]] = 0.0  # a third each on buckets 0-24, 25-49 and 100-124
+    np.testing.assert_allclose(bucket_mass(logits, 1.0), [[1 / 3, 1 / 3, 0, 0, 1 / 3]], atol=1e-6)
+
+
+def test_bucket_probabilities_average_classifier_and_regressor(tiny_registry: Registry) -> None:
+    crops = random_crops(3)
+    batch = tf.convert_to_tensor(crops.astype(np.float32))
+    classified = tiny_registry._models[CLASSIFIER_NAME].function(batch)["age_bucket"].numpy()
+    logits = tiny_registry._models[REGRESSOR_NAME].function(batch)["age_logits"].numpy()
+    temperature = tiny_registry._calibration.temperature
+    expected = (classified + bucket_mass(logits, temperature)) / 2
+    got = tiny_registry.predict(crops).bucket_probabilities
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from facedemo.manifest import AGE_BUCKET_LABELS, age_bucket
+
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Row-wise softmax of `logits / temperature`, in float64."""
@@ -52,6 +54,15 @@ def age_summary(
     tail = (1.0 - level) / 2.0
     interval = cdf_quantiles(probabilities, np.array([tail, 1.0 - tail]))
     return years.astype(np.float32), interval.astype(np.float32)
+
+
+def bucket_mass(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Probability of each age bucket (n, 5): the distribution's mass over the bucket's ages."""
+    probabilities = softmax(logits, temperature)
+    buckets = [age_bucket(age) for age in range(probabilities.shape[-1])]
+    mass = np.zeros((probabilities.shape[0], len(AGE_BUCKET_LABELS)), dtype=np.float64)
+    np.add.at(mass.T, buckets, probabilities.T)
+    return mass.astype(np.float32)
 
 
 def fit_temperature(
