@@ -33,13 +33,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
-import anyio
 import httpx
 import numpy as np
-from bench.load import LoadResult, Upload, drive, face_images, multipart
+from bench.load import LoadResult, Upload, face_images, multipart
+from bench.load import run as run_load
 from bench.soak import free_port, rss_mib
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -170,30 +169,24 @@ def measure(
 ) -> tuple[LoadResult, float | None]:
     """A warm-up, then one bounded run; and the mean batch size the server saw during it."""
     warm_up = min(2 * concurrency, 64)
-    anyio.run(
-        partial(
-            drive,
-            base_url,
-            path,
-            uploads,
-            concurrency=concurrency,
-            requests=warm_up,
-            max_seconds=60,
-            params=params,
-        )
+    run_load(
+        base_url,
+        path,
+        uploads,
+        concurrency=concurrency,
+        requests=warm_up,
+        max_seconds=60,
+        params=params,
     )
     before = batch_totals(base_url) if with_metrics else (0.0, 0.0)
-    result = anyio.run(
-        partial(
-            drive,
-            base_url,
-            path,
-            uploads,
-            concurrency=concurrency,
-            requests=requests,
-            max_seconds=seconds,
-            params=params,
-        )
+    result = run_load(
+        base_url,
+        path,
+        uploads,
+        concurrency=concurrency,
+        requests=requests,
+        max_seconds=seconds,
+        params=params,
     )
     if not with_metrics:
         return result, None
@@ -294,17 +287,14 @@ def run(args: argparse.Namespace, models_dir: Path, scratch: Path) -> tuple[str,
                 print(
                     f"{label}: {args.memory_requests} requests for the memory check ...", flush=True
                 )
-                memory = anyio.run(
-                    partial(
-                        drive,
-                        base_url,
-                        "/predict",
-                        singles,
-                        concurrency=32,
-                        requests=args.memory_requests,
-                        max_seconds=args.memory_seconds,
-                        params={"detect": "skip"},
-                    )
+                memory = run_load(
+                    base_url,
+                    "/predict",
+                    singles,
+                    concurrency=32,
+                    requests=args.memory_requests,
+                    max_seconds=args.memory_seconds,
+                    params={"detect": "skip"},
                 )
                 memory_requests = memory.requests
                 rss["end"] = rss_mib(process.pid)
@@ -485,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             args.models_label = "tiny random-weight bundles (32x32)"
         else:
             models_dir = args.models_dir.resolve()
-            args.models_label = f"{args.models_dir} (trained bundles)"
+            args.models_label = f"{os.path.relpath(models_dir, ROOT)}/ (trained bundles)"
         report, clean = run(args, models_dir, Path(scratch))
     print(report)
     if args.write_readme:
