@@ -52,21 +52,33 @@ def _flops_per_face(size: int, head_units: int) -> int:
     return 2 * (convolution + FEATURE_CHANNELS * head_units)
 
 
-def _classifier(size: int, seed: int) -> keras.Model:
+def _classifier(size: int, ages: int, seed: int, auxiliary: bool) -> keras.Model:
     inputs = keras.Input((size, size, 3), dtype="float32", name="face")
     features = _features(inputs, seed)
     outputs = {
         "age_bucket": _dense(len(AGE_BUCKET_LABELS), "softmax", "age_bucket", seed + 10)(features),
         "gender": _dense(len(GENDER_LABELS), "softmax", "gender", seed + 20)(features),
     }
+    if auxiliary:
+        outputs["age_logits"] = _dense(ages, None, "age_logits", seed + 30)(features)
     return keras.Model(inputs, outputs, name="tiny_classifier")
 
 
-def _regressor(size: int, ages: int, seed: int) -> keras.Model:
+def _regressor(size: int, ages: int, seed: int, auxiliary: bool) -> keras.Model:
     inputs = keras.Input((size, size, 3), dtype="float32", name="face")
     features = _features(inputs, seed + 100)
     outputs = {"age_logits": _dense(ages, None, "age_logits", seed + 110)(features)}
+    if auxiliary:
+        outputs["gender"] = _dense(len(GENDER_LABELS), "softmax", "gender", seed + 120)(features)
     return keras.Model(inputs, outputs, name="tiny_regressor")
+
+
+def _calibration(temperature: float) -> dict[str, Any]:
+    return {
+        "temperature": temperature,
+        "interval_level": INTERVAL_LEVEL,
+        "fitted_on": "none: random weights for tests",
+    }
 
 
 def _training_record(seed: int) -> dict[str, Any]:
@@ -96,50 +108,57 @@ def write_tiny_bundles(
     ages: int = 101,
     temperature: float = 1.0,
     seed: int = 0,
+    auxiliary_heads: bool = True,
 ) -> None:
     """Write a random-weight classifier and regressor bundle under `models_dir`.
 
-    Weights come from seeded initialisers (no global random state is touched), so the same
-    arguments always give the same predictions.
+    With `auxiliary_heads` (as the trained bundles from 1.1.0 on) the classifier also has an
+    `age_logits` head (temperature 2 x `temperature`) and the regressor a `gender` head; without,
+    each has only its required heads (as 1.0.0). Weights come from seeded initialisers (no global
+    random state is touched), so the same arguments always give the same predictions.
     """
     input_spec = {"height": size, "width": size}
-    classifier = _classifier(size, seed)
+    age_logits = {"kind": "logits", "labels": [str(age) for age in range(ages)]}
+    gender = {"kind": "probabilities", "labels": list(GENDER_LABELS)}
+    classifier_outputs: dict[str, Any] = {
+        "age_bucket": {"kind": "probabilities", "labels": list(AGE_BUCKET_LABELS)},
+        "gender": gender,
+    }
+    regressor_outputs: dict[str, Any] = {"age_logits": age_logits}
+    if auxiliary_heads:
+        classifier_outputs["age_logits"] = age_logits
+        regressor_outputs["gender"] = gender
     write_bundle(
         models_dir,
-        classifier,
+        _classifier(size, ages, seed, auxiliary_heads),
         {
             "name": CLASSIFIER_NAME,
             "version": version,
             "task": "age-gender-classification",
             "input": input_spec,
-            "outputs": {
-                "age_bucket": {"kind": "probabilities", "labels": list(AGE_BUCKET_LABELS)},
-                "gender": {"kind": "probabilities", "labels": list(GENDER_LABELS)},
-            },
-            "flops_per_face": _flops_per_face(size, len(AGE_BUCKET_LABELS) + len(GENDER_LABELS)),
+            "outputs": classifier_outputs,
+            "calibration": _calibration(2 * temperature) if auxiliary_heads else None,
+            "flops_per_face": _flops_per_face(
+                size, sum(len(spec["labels"]) for spec in classifier_outputs.values())
+            ),
             "training": _training_record(seed),
             "metrics": {},
         },
         _model_card(CLASSIFIER_NAME, version),
     )
-    regressor = _regressor(size, ages, seed)
     write_bundle(
         models_dir,
-        regressor,
+        _regressor(size, ages, seed, auxiliary_heads),
         {
             "name": REGRESSOR_NAME,
             "version": version,
             "task": "age-regression",
             "input": input_spec,
-            "outputs": {
-                "age_logits": {"kind": "logits", "labels": [str(age) for age in range(ages)]},
-            },
-            "calibration": {
-                "temperature": temperature,
-                "interval_level": INTERVAL_LEVEL,
-                "fitted_on": "none: random weights for tests",
-            },
-            "flops_per_face": _flops_per_face(size, ages),
+            "outputs": regressor_outputs,
+            "calibration": _calibration(temperature),
+            "flops_per_face": _flops_per_face(
+                size, sum(len(spec["labels"]) for spec in regressor_outputs.values())
+            ),
             "training": _training_record(seed),
             "metrics": {},
         },

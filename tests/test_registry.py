@@ -13,7 +13,14 @@ import pytest
 import tensorflow as tf
 from tests.bundles import INTERVAL_LEVEL, write_tiny_bundles
 
-from facedemo.age_distribution import age_summary, bucket_mass, cdf_quantiles, softmax
+from facedemo.age_distribution import (
+    age_summary,
+    bucket_mass,
+    cdf_quantiles,
+    distribution_summary,
+    mixture,
+    softmax,
+)
 from facedemo.bundles import available_versions
 from facedemo.errors import BundleError, UnknownModelError
 from facedemo.manifest import (
@@ -282,17 +289,35 @@ def test_output_labels_must_match_the_contract(models_copy: Path) -> None:
         Registry.load(models_copy)
 
 
-def test_regressor_needs_a_calibration(models_copy: Path) -> None:
-    edit_manifest(models_copy / REGRESSOR_NAME / "1.0.0", calibration=None)
-    with pytest.raises(BundleError, match="needs a calibration"):
+@pytest.mark.parametrize("name", [REGRESSOR_NAME, CLASSIFIER_NAME])
+def test_an_age_head_needs_a_calibration(models_copy: Path, name: str) -> None:
+    edit_manifest(models_copy / name / "1.0.0", calibration=None)
+    with pytest.raises(BundleError, match=f"{name} 1.0.0: an age_logits head needs a calibration"):
+        Registry.load(models_copy)
+
+
+def test_age_heads_must_share_the_interval_level(models_copy: Path) -> None:
+    calibration = {"temperature": 1.0, "interval_level": 0.9, "fitted_on": "test"}
+    edit_manifest(models_copy / CLASSIFIER_NAME / "1.0.0", calibration=calibration)
+    with pytest.raises(BundleError, match=r"share one interval level .* levels \[0.8, 0.9\]"):
+        Registry.load(models_copy)
+
+
+def test_an_auxiliary_head_must_have_the_contract_labels(models_copy: Path) -> None:
+    bundle = models_copy / REGRESSOR_NAME / "1.0.0"
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    outputs = manifest["outputs"] | {"gender": {"kind": "probabilities", "labels": ["m", "f"]}}
+    edit_manifest(bundle, outputs=outputs)
+    with pytest.raises(BundleError, match="output 'gender' should be probabilities over labels"):
         Registry.load(models_copy)
 
 
 def test_model_outputs_must_match_the_manifest(models_copy: Path) -> None:
     bundle = models_copy / REGRESSOR_NAME / "1.0.0"
-    outputs = {"age_logits": {"kind": "logits", "labels": [str(age) for age in range(50)]}}
-    edit_manifest(bundle, outputs=outputs)
-    with pytest.raises(BundleError, match=r"model outputs \{'age_logits': \(101,\)\} do not match"):
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    ages = {"kind": "logits", "labels": [str(age) for age in range(50)]}
+    edit_manifest(bundle, outputs=manifest["outputs"] | {"age_logits": ages})
+    with pytest.raises(BundleError, match=r"model outputs \{'age_logits': \(101,\), .* not match"):
         Registry.load(models_copy)
 
 
@@ -311,7 +336,13 @@ def test_bundle_with_python_code_is_refused(models_copy: Path, tmp_path: Path) -
         del fields[computed]
     inputs = keras.Input((32, 32, 3), name="face")
     pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Lambda(lambda x: x / 255.0)(inputs))
-    model = keras.Model(inputs, {"age_logits": keras.layers.Dense(AGES, name="age_logits")(pooled)})
+    model = keras.Model(
+        inputs,
+        {
+            "age_logits": keras.layers.Dense(AGES, name="age_logits")(pooled),
+            "gender": keras.layers.Dense(2, activation="softmax", name="gender")(pooled),
+        },
+    )
     shutil.rmtree(models_copy / REGRESSOR_NAME)
     write_bundle(models_copy, model, fields, "# unsafe\n")
     with pytest.raises(BundleError, match="(?s)could not load .*model.keras.*safe_mode=False"):
@@ -401,18 +432,59 @@ def test_age_summary_of_no_rows() -> None:
 
 
 def test_bucket_mass_sums_each_buckets_ages() -> None:
-    logits = np.full((1, 117), -np.inf)
-    logits[0, [10, 30, 110]] = 0.0  # a third each on buckets 0-24, 25-49 and 100-124
-    np.testing.assert_allclose(bucket_mass(logits, 1.0), [[1 / 3, 1 / 3, 0, 0, 1 / 3]], atol=1e-6)
+    probabilities = np.zeros((1, 117))
+    probabilities[0, [10, 30, 110]] = 1 / 3  # a third each on buckets 0-24, 25-49 and 100-124
+    np.testing.assert_allclose(bucket_mass(probabilities), [[1 / 3, 1 / 3, 0, 0, 1 / 3]], atol=1e-6)
 
 
-def test_bucket_probabilities_average_classifier_and_regressor(tiny_registry: Registry) -> None:
-    crops = random_crops(3)
+def test_mixture_averages_tempered_distributions() -> None:
+    first = one_hot_logits(AGES, 20)
+    second = np.array([[0.0, np.log(3.0)]])
+    mixed = mixture([(one_hot_logits(2, 0), 1.0), (2.0 * second, 2.0)])
+    np.testing.assert_allclose(mixed, [[0.625, 0.375]])  # ([1, 0] + [0.25, 0.75]) / 2
+    np.testing.assert_allclose(mixture([(first, 1.0)]), softmax(first))
+    with pytest.raises(ValueError, match="at least one"):
+        mixture([])
+
+
+def _head_outputs(registry: Registry, crops: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
     batch = tf.convert_to_tensor(crops.astype(np.float32))
-    classified = tiny_registry._models[CLASSIFIER_NAME].function(batch)["age_bucket"].numpy()
-    logits = tiny_registry._models[REGRESSOR_NAME].function(batch)["age_logits"].numpy()
-    temperature = tiny_registry._calibration.temperature
-    expected = (classified + bucket_mass(logits, temperature)) / 2
-    got = tiny_registry.predict(crops).bucket_probabilities
-    np.testing.assert_allclose(got, expected, atol=1e-5)
-    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+    return {
+        name: {output: values.numpy() for output, values in loaded.function(batch).items()}
+        for name, loaded in registry._models.items()
+    }
+
+
+def test_predict_averages_every_head(tiny_registry: Registry) -> None:
+    crops = random_crops(3)
+    heads = _head_outputs(tiny_registry, crops)
+    classifier, regressor = heads[CLASSIFIER_NAME], heads[REGRESSOR_NAME]
+    # The tiny classifier's age head has temperature 2, the regressor's 1 (tests/bundles.py).
+    ages = (softmax(classifier["age_logits"], 2.0) + softmax(regressor["age_logits"], 1.0)) / 2
+    years, interval = distribution_summary(ages, INTERVAL_LEVEL)
+
+    got = tiny_registry.predict(crops)
+
+    np.testing.assert_allclose(got.age_years, years, atol=1e-4)
+    np.testing.assert_allclose(got.age_interval, interval, atol=1e-4)
+    np.testing.assert_allclose(
+        got.gender_probabilities, (classifier["gender"] + regressor["gender"]) / 2, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        got.bucket_probabilities, (classifier["age_bucket"] + bucket_mass(ages)) / 2, atol=1e-5
+    )
+    np.testing.assert_allclose(got.bucket_probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_bundles_without_auxiliary_heads_use_the_required_ones(tmp_path: Path) -> None:
+    write_tiny_bundles(tmp_path, auxiliary_heads=False, temperature=1.5)
+    registry = Registry.load(tmp_path, device="cpu")
+    crops = random_crops(4)
+    heads = _head_outputs(registry, crops)
+    years, interval = age_summary(heads[REGRESSOR_NAME]["age_logits"], 1.5, INTERVAL_LEVEL)
+
+    got = registry.predict(crops)
+
+    np.testing.assert_allclose(got.gender_probabilities, heads[CLASSIFIER_NAME]["gender"])
+    np.testing.assert_allclose(got.age_years, years, atol=1e-4)
+    np.testing.assert_allclose(got.age_interval, interval, atol=1e-4)

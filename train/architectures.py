@@ -33,22 +33,34 @@ def backbone(inputs: keras.KerasTensor, width: float = 1.0) -> keras.KerasTensor
     return layers.GlobalAveragePooling2D(name="pool")(x)
 
 
-def classifier_model(size: int, width: float, dropout: float) -> keras.Model:
-    """Age bucket (5-way) and gender (2-way) softmax heads on one backbone."""
+def classifier_model(size: int, width: float, dropout: float, ages: int) -> keras.Model:
+    """Age bucket (5-way) and gender (2-way) softmax heads, plus an auxiliary age-logits head.
+
+    The auxiliary head gives the backbone the ordering of ages that bucket labels hide, and the
+    registry averages its calibrated distribution with the regressor's.
+    """
     inputs = keras.Input((size, size, 3), name="face")
     features = layers.Dropout(dropout, name="dropout")(backbone(inputs, width))
     outputs = {
         "age_bucket": layers.Dense(5, activation="softmax", name="age_bucket")(features),
         "gender": layers.Dense(2, activation="softmax", name="gender")(features),
+        "age_logits": layers.Dense(ages, name="age_logits")(features),
     }
     return keras.Model(inputs, outputs, name="age_gender_classifier")
 
 
 def regressor_model(size: int, width: float, dropout: float, ages: int) -> keras.Model:
-    """Logits over integer ages 0..ages-1 (a distribution, from which mean and interval follow)."""
+    """Logits over integer ages 0..ages-1, plus an auxiliary gender head.
+
+    The age distribution gives the mean and the interval; the registry averages the gender head
+    with the classifier's.
+    """
     inputs = keras.Input((size, size, 3), name="face")
     features = layers.Dropout(dropout, name="dropout")(backbone(inputs, width))
-    outputs = {"age_logits": layers.Dense(ages, name="age_logits")(features)}
+    outputs = {
+        "age_logits": layers.Dense(ages, name="age_logits")(features),
+        "gender": layers.Dense(2, activation="softmax", name="gender")(features),
+    }
     return keras.Model(inputs, outputs, name="age_regressor")
 
 

@@ -7,7 +7,9 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+import keras
 
 from facedemo.manifest import (
     MANIFEST_FILE,
@@ -18,15 +20,15 @@ from facedemo.manifest import (
 )
 
 
-class SavableModel(Protocol):
-    def save(self, filepath: str) -> None: ...
-
-    def count_params(self) -> int: ...
+def inference_copy(model: keras.Model) -> keras.Model:
+    """The same layers (shared, not copied) in an uncompiled model: saved without the optimizer
+    state, which serving never needs and which would about double the file."""
+    return keras.Model(model.input, model.output, name=model.name)
 
 
 def write_bundle(
     models_dir: Path,
-    model: SavableModel,
+    model: keras.Model,
     manifest_fields: dict[str, Any],
     model_card: str,
 ) -> Path:
@@ -44,7 +46,7 @@ def write_bundle(
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".writing-") as tmp:
         staging = Path(tmp) / "bundle"
         staging.mkdir()
-        model.save(str(staging / MODEL_FILE))
+        inference_copy(model).save(str(staging / MODEL_FILE))
         manifest = Manifest(
             **manifest_fields,
             model_sha256=sha256_file(staging / MODEL_FILE),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from facedemo.age_distribution import age_summary
 from facedemo.manifest import AGE_BUCKET_LABELS
-from facedemo.metrics import buckets_of
+from facedemo.metrics import Estimates, Labels, buckets_of, evaluation_report
+from train.age_targets import INTERVAL_LEVEL, calibrate, predict_outputs
 from train.utkface import (
     ArraySet,
     ScanReport,
@@ -136,6 +137,7 @@ def training_record(
     budget: TimeBudget,
     wall_seconds: float,
     script: str,
+    argv: list[str],
 ) -> dict[str, Any]:
     """The manifest's `training` section: data, split, config, command and wall time."""
     config = {
@@ -159,7 +161,7 @@ def training_record(
             "checksums": data.split_checksums,
         },
         "config": config,
-        "command": f"python -m {script} " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
+        "command": f"python -m {script} " + " ".join(shlex.quote(arg) for arg in argv),
         "epochs_run": budget.epochs_run,
         "stopped_by_time_budget": budget.stopped_early,
         "wall_time_minutes": round(wall_seconds / 60, 1),
@@ -167,6 +169,67 @@ def training_record(
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
+
+
+def fit(
+    model: keras.Model,
+    args: argparse.Namespace,
+    train_set: tf.data.Dataset,
+    validation_set: tf.data.Dataset,
+) -> TimeBudget:
+    """Train for `args.epochs` or until the time budget runs out; the budget says which."""
+    budget = TimeBudget(args.max_minutes)
+    model.fit(
+        train_set,
+        validation_data=validation_set,
+        epochs=args.epochs,
+        callbacks=[budget],
+        verbose=2,
+        shuffle=False,  # the tf.data pipeline shuffles
+    )
+    return budget
+
+
+def validation_report(
+    model: keras.Model, calibration: ArraySet, validation: ArraySet
+) -> tuple[dict[str, Any], float]:
+    """Fit the age head's temperature on the calibration split; the model's validation figures.
+
+    Returns the report (`evaluation_report` plus the calibration split's coverage and the mean
+    interval width) and the temperature.
+    """
+    temperature, calibration_coverage = calibrate(
+        predict_outputs(model, calibration)["age_logits"], calibration.ages
+    )
+    estimates = estimates_of(predict_outputs(model, validation), temperature)
+    report = evaluation_report(labels_of(validation), estimates)
+    report["calibration_split_coverage"] = round(calibration_coverage, 4)
+    if estimates.age_interval is not None:
+        widths = estimates.age_interval[:, 1] - estimates.age_interval[:, 0]
+        report["mean_interval_width_years"] = round(float(np.mean(widths)), 2)
+    return report, temperature
+
+
+def labels_of(arrays: ArraySet) -> Labels:
+    """A split's labels in the form `evaluation_report` takes."""
+    return Labels(gender=arrays.genders, age=arrays.ages.astype(np.float64), race=arrays.races)
+
+
+def estimates_of(outputs: dict[str, np.ndarray], temperature: float) -> Estimates:
+    """One model's answers: gender from its gender head, age and interval from its age logits,
+    and the bucket from its bucket head where it has one, else the bucket of the estimated age.
+    """
+    years, interval = age_summary(outputs["age_logits"], temperature, INTERVAL_LEVEL)
+    if "age_bucket" in outputs:
+        bucket = np.argmax(outputs["age_bucket"], axis=1)
+    else:
+        bucket = buckets_of(years.astype(np.float64))
+    return Estimates(
+        gender=np.argmax(outputs["gender"], axis=1),
+        bucket=bucket,
+        age_years=years,
+        age_interval=interval,
+    )
 
 
 def log(message: str) -> None:

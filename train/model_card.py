@@ -33,6 +33,17 @@ def metrics_table(report: dict[str, Any], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _extra_data(extra: dict[str, Any] | None) -> str:
+    if not extra:
+        return ""
+    return (
+        f"\nAlso in the training split (not in calibration or validation): {extra['name']}, "
+        f"{extra['used']} faces ({extra['passed_filters']} photos passed the metadata filters, "
+        f"{extra['no_face']} had no detectable face, {extra['undecodable']} could not be "
+        f"decoded). Data checksum `{extra['checksum'][:16]}`.\n"
+    )
+
+
 def render(
     *,
     title: str,
@@ -60,7 +71,7 @@ disagreeing labels removed whole). Data checksum `{data["checksum"][:16]}`.
 
 Split (seed {split["seed"]}, stratified by {split["stratified_by"]}): {sizes}. The calibration split
 is used only for fitting calibration; the validation split only for the figures below.
-
+{_extra_data(training.get("extra_training_data"))}
 ## Training
 ```
 {training["command"]}

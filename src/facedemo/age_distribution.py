@@ -1,7 +1,8 @@
-"""From a regressor's logits over integer ages to an age estimate and a central interval.
+"""From logits over integer ages to an age estimate, a central interval and bucket mass.
 
-Pure numpy, shared by the registry (serving) and the training script (calibration), so the
-interval a client sees is computed exactly as it was calibrated.
+Pure numpy, shared by the registry (serving) and the training scripts (calibration), so the
+interval a client sees is computed exactly as it was calibrated. Each model's age head has its
+own temperature; the registry averages the tempered distributions of all heads (`mixture`).
 """
 
 from __future__ import annotations
@@ -40,15 +41,20 @@ def cdf_quantiles(probabilities: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return np.clip(index - 0.5 + fraction.clip(0.0, 1.0), 0.0, ages - 1)
 
 
-def age_summary(
-    logits: np.ndarray, temperature: float, level: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Expected age (n,) and central `level` interval (n, 2) from age logits (n, A), as float32.
+def mixture(heads: list[tuple[np.ndarray, float]]) -> np.ndarray:
+    """The mean of softmax(logits / temperature) over (logits, temperature) heads, (n, A)."""
+    if not heads:
+        raise ValueError("a mixture needs at least one (logits, temperature) head")
+    return np.mean([softmax(logits, temperature) for logits, temperature in heads], axis=0)
 
-    p = softmax(logits / temperature) over ages 0..A-1; years = sum(p * age); the interval is
-    the (1 - level) / 2 and (1 + level) / 2 quantiles of p (see `cdf_quantiles`).
+
+def distribution_summary(probabilities: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Expected age (n,) and central `level` interval (n, 2) of distributions (n, A), as float32.
+
+    years = sum(p * age); the interval is the (1 - level) / 2 and (1 + level) / 2 quantiles of p
+    (see `cdf_quantiles`).
     """
-    probabilities = softmax(logits, temperature)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
     ages = np.arange(probabilities.shape[-1], dtype=np.float64)
     years = probabilities @ ages
     tail = (1.0 - level) / 2.0
@@ -56,9 +62,16 @@ def age_summary(
     return years.astype(np.float32), interval.astype(np.float32)
 
 
-def bucket_mass(logits: np.ndarray, temperature: float) -> np.ndarray:
+def age_summary(
+    logits: np.ndarray, temperature: float, level: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """`distribution_summary` of one head: p = softmax(logits / temperature)."""
+    return distribution_summary(softmax(logits, temperature), level)
+
+
+def bucket_mass(probabilities: np.ndarray) -> np.ndarray:
     """Probability of each age bucket (n, 5): the distribution's mass over the bucket's ages."""
-    probabilities = softmax(logits, temperature)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
     buckets = [age_bucket(age) for age in range(probabilities.shape[-1])]
     mass = np.zeros((probabilities.shape[0], len(AGE_BUCKET_LABELS)), dtype=np.float64)
     np.add.at(mass.T, buckets, probabilities.T)

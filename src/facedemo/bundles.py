@@ -99,15 +99,28 @@ def read_manifest(bundle_dir: Path) -> Manifest:
     return manifest
 
 
+_GENDER_SPEC = OutputSpec(kind="probabilities", labels=list(GENDER_LABELS))
+
+
 def _expected_outputs(manifest: Manifest) -> dict[str, OutputSpec]:
-    if manifest.name == CLASSIFIER_NAME:
-        return {
-            "age_bucket": OutputSpec(kind="probabilities", labels=list(AGE_BUCKET_LABELS)),
-            "gender": OutputSpec(kind="probabilities", labels=list(GENDER_LABELS)),
-        }
+    """The heads a model of this name must have, and the optional heads it has, as they must be.
+
+    Either model may carry the other's heads (`gender`, `age_logits`) as auxiliary outputs; the
+    registry averages all heads of a kind.
+    """
     logits = manifest.outputs.get("age_logits")
     ages = len(logits.labels) if logits is not None else 0
-    return {"age_logits": OutputSpec(kind="logits", labels=[str(age) for age in range(ages)])}
+    age_logits = OutputSpec(kind="logits", labels=[str(age) for age in range(ages)])
+    if manifest.name == CLASSIFIER_NAME:
+        required = {
+            "age_bucket": OutputSpec(kind="probabilities", labels=list(AGE_BUCKET_LABELS)),
+            "gender": _GENDER_SPEC,
+        }
+        optional = {"age_logits": age_logits}
+    else:
+        required, optional = {"age_logits": age_logits}, {"gender": _GENDER_SPEC}
+    present = {name: spec for name, spec in optional.items() if name in manifest.outputs}
+    return required | present
 
 
 def check_contract(manifest: Manifest) -> None:
@@ -131,11 +144,13 @@ def check_contract(manifest: Manifest) -> None:
                 f"{_short(expected.labels)}, the manifest says {actual.kind} over "
                 f"{_short(actual.labels)}"
             )
-    if manifest.name == REGRESSOR_NAME:
+    if "age_logits" in manifest.outputs:
         if len(manifest.outputs["age_logits"].labels) < 2:
             raise BundleError(f"{where}: age_logits needs at least two ages")
         if manifest.calibration is None:
-            raise BundleError(f"{where}: an age regressor needs a calibration (temperature, level)")
+            raise BundleError(
+                f"{where}: an age_logits head needs a calibration (temperature, level)"
+            )
 
 
 def _short(labels: list[str]) -> str:

@@ -1,0 +1,56 @@
+"""The age-distribution head both models train: its loss, metric and calibration.
+
+The head outputs logits over integer ages 0..116, trained against a Gaussian label distribution
+(sigma 2.5 years, so neighbouring ages share credit: labels are noisy) plus an L1 term on the
+expected age. One temperature per model, fitted on the calibration split (never the validation
+split), makes the 10%-90% quantiles of the distribution an 80% interval.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from facedemo.age_distribution import age_summary, fit_temperature, interval_coverage
+from facedemo.manifest import OutputSpec
+from train.utkface import MAX_AGE, ArraySet
+
+AGES = MAX_AGE + 1  # logits over 0..116
+LABEL_SIGMA_YEARS = 2.5
+EXPECTED_AGE_L1_WEIGHT = 0.05
+INTERVAL_LEVEL = 0.8
+AGE_LOGITS_SPEC = OutputSpec(kind="logits", labels=[str(age) for age in range(AGES)])
+
+
+def age_distribution_loss(true_age: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Cross-entropy against a Gaussian around the true age + L1 of the expected age."""
+    ages = tf.range(AGES, dtype=tf.float32)
+    true_age = tf.reshape(tf.cast(true_age, tf.float32), (-1, 1))
+    target = tf.exp(-0.5 * tf.square((ages - true_age) / LABEL_SIGMA_YEARS))
+    target /= tf.reduce_sum(target, axis=1, keepdims=True)
+    log_probabilities = tf.nn.log_softmax(logits, axis=1)
+    cross_entropy = -tf.reduce_sum(target * log_probabilities, axis=1)
+    expected = tf.reduce_sum(tf.exp(log_probabilities) * ages, axis=1)
+    return cross_entropy + EXPECTED_AGE_L1_WEIGHT * tf.abs(expected - true_age[:, 0])
+
+
+def expected_age_mae(true_age: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Training-time metric: |expected age - true age|."""
+    expected = tf.reduce_sum(
+        tf.nn.softmax(logits, axis=1) * tf.range(AGES, dtype=tf.float32), axis=1
+    )
+    return tf.abs(expected - tf.reshape(tf.cast(true_age, tf.float32), (-1,)))
+
+
+def predict_outputs(model: keras.Model, arrays: ArraySet) -> dict[str, np.ndarray]:
+    """Every output of `model` for a split, as numpy arrays."""
+    outputs = model.predict(arrays.images.astype(np.float32), batch_size=256, verbose=0)
+    return {name: np.asarray(values) for name, values in outputs.items()}
+
+
+def calibrate(calibration_logits: np.ndarray, calibration_ages: np.ndarray) -> tuple[float, float]:
+    """The temperature fitted on the calibration split, and the coverage it gives there."""
+    temperature = fit_temperature(calibration_logits, calibration_ages, INTERVAL_LEVEL)
+    _, interval = age_summary(calibration_logits, temperature, INTERVAL_LEVEL)
+    return temperature, interval_coverage(interval, calibration_ages)
