@@ -18,7 +18,7 @@ from facedemo.age_distribution import (
     bucket_mass,
     cdf_quantiles,
     distribution_summary,
-    mixture,
+    pooled,
     softmax,
 )
 from facedemo.bundles import available_versions
@@ -32,7 +32,7 @@ from facedemo.manifest import (
     MODEL_FILE,
     REGRESSOR_NAME,
 )
-from facedemo.registry import PADDED_BATCH_SIZES, Registry
+from facedemo.registry import BUCKET_HEAD_WEIGHT, PADDED_BATCH_SIZES, Registry
 from train.bundle import write_bundle
 
 AGES = 101
@@ -437,14 +437,15 @@ def test_bucket_mass_sums_each_buckets_ages() -> None:
     np.testing.assert_allclose(bucket_mass(probabilities), [[1 / 3, 1 / 3, 0, 0, 1 / 3]], atol=1e-6)
 
 
-def test_mixture_averages_tempered_distributions() -> None:
-    first = one_hot_logits(AGES, 20)
-    second = np.array([[0.0, np.log(3.0)]])
-    mixed = mixture([(one_hot_logits(2, 0), 1.0), (2.0 * second, 2.0)])
-    np.testing.assert_allclose(mixed, [[0.625, 0.375]])  # ([1, 0] + [0.25, 0.75]) / 2
-    np.testing.assert_allclose(mixture([(first, 1.0)]), softmax(first))
+def test_pooling_is_the_normalised_geometric_mean_of_tempered_heads() -> None:
+    first = np.array([[0.0, np.log(4.0)]])  # p = [0.2, 0.8]
+    second = np.array([[np.log(4.0), 0.0]])  # p = [0.8, 0.2] at temperature 1
+    np.testing.assert_allclose(pooled([(first, 1.0), (second, 1.0)]), [[0.5, 0.5]])
+    # Temperature 2 on 2 x logits is the same head: the geometric mean of [0.2, 0.8] twice.
+    np.testing.assert_allclose(pooled([(first, 1.0), (2.0 * first, 2.0)]), [[0.2, 0.8]])
+    np.testing.assert_allclose(pooled([(first, 1.0)]), softmax(first))
     with pytest.raises(ValueError, match="at least one"):
-        mixture([])
+        pooled([])
 
 
 def _head_outputs(registry: Registry, crops: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
@@ -455,12 +456,12 @@ def _head_outputs(registry: Registry, crops: np.ndarray) -> dict[str, dict[str, 
     }
 
 
-def test_predict_averages_every_head(tiny_registry: Registry) -> None:
+def test_predict_combines_every_head(tiny_registry: Registry) -> None:
     crops = random_crops(3)
     heads = _head_outputs(tiny_registry, crops)
     classifier, regressor = heads[CLASSIFIER_NAME], heads[REGRESSOR_NAME]
     # The tiny classifier's age head has temperature 2, the regressor's 1 (tests/bundles.py).
-    ages = (softmax(classifier["age_logits"], 2.0) + softmax(regressor["age_logits"], 1.0)) / 2
+    ages = softmax((classifier["age_logits"] / 2.0 + regressor["age_logits"] / 1.0) / 2)
     years, interval = distribution_summary(ages, INTERVAL_LEVEL)
 
     got = tiny_registry.predict(crops)
@@ -470,9 +471,9 @@ def test_predict_averages_every_head(tiny_registry: Registry) -> None:
     np.testing.assert_allclose(
         got.gender_probabilities, (classifier["gender"] + regressor["gender"]) / 2, atol=1e-6
     )
-    np.testing.assert_allclose(
-        got.bucket_probabilities, (classifier["age_bucket"] + bucket_mass(ages)) / 2, atol=1e-5
-    )
+    weight = BUCKET_HEAD_WEIGHT
+    buckets = weight * classifier["age_bucket"] + (1 - weight) * bucket_mass(ages)
+    np.testing.assert_allclose(got.bucket_probabilities, buckets, atol=1e-5)
     np.testing.assert_allclose(got.bucket_probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
