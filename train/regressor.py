@@ -14,7 +14,7 @@ Why a distribution: the model outputs logits over integer ages (see train/age_ta
 loss). The expected age is the estimate; the 10% and 90% quantiles of the distribution are the
 80% interval, after one temperature fitted on the calibration split (never the validation split).
 An auxiliary gender head (label-smoothed cross-entropy) shares the backbone; the registry averages
-it with the classifier's gender head.
+it with the classifier's gender head and pools the age distribution with the classifier's.
 """
 
 from __future__ import annotations
@@ -141,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         title="age-regressor",
         summary=(
             "A separable CNN that gives, for one aligned face crop, a probability distribution "
-            "over ages 0-116, and an auxiliary gender head. The service averages this "
+            "over ages 0-116, and an auxiliary gender head. The service pools this "
             "distribution (after a temperature, "
             f"{temperature:.3f}, fitted on the calibration split) with the classifier's auxiliary "
-            "one and reports the mean as the age and the 10%-90% quantiles as an 80% interval. "
+            "one (see README, Models) and reports the mean as the age and the 10%-90% "
+            "quantiles as an 80% interval. "
             "The figures below are this model alone; the age bucket column is the bucket of its "
             "estimated age."
         ),
