@@ -18,9 +18,7 @@ import numpy as np
 
 from facedemo.manifest import age_bucket
 from facedemo.utkface_names import IMAGE_SUFFIXES, FaceLabel, parse_name
-from facedemo.utkface_names import MAX_AGE as MAX_AGE  # re-exported: train/regressor.py uses it
-
-RACE_LABELS = ("white", "black", "asian", "indian", "others")
+from facedemo.utkface_names import MAX_AGE as MAX_AGE  # re-exported: train/age_targets.py uses it
 
 
 @dataclass(frozen=True)
