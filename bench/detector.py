@@ -30,10 +30,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from bench.readme import write_section
 
 from facedemo.imaging import decode_image, resize_rgb
 
-README = Path(__file__).with_name("README.md")
 SECTION = "## Face detector"
 COMMAND = "python -m bench.detector --utkface /path/to/UTKFace --write-readme"
 SIDES = (1024, 2048)
@@ -270,7 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     text = f"{machine(load_before)}\n\n{report(outcomes)}"
     print(text)
     if args.write_readme:
-        write_readme_section(text)
+        write_section(
+            SECTION,
+            "Our MTCNN (src/facedemo/detection.py) against stock `mtcnn.MTCNN().detect_faces` on "
+            "the same RGB arrays (bench/detector.py; its docstring says how photos, times and "
+            "matches are made). Times in milliseconds per image.",
+            text,
+        )
     return 0
 
 
@@ -284,24 +290,6 @@ def machine(load_before: float) -> str:
         f"1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
         "(other work on the machine slows both detectors alike)."
     )
-
-
-def write_readme_section(text: str) -> None:
-    """Put `text` under SECTION in bench/README.md, replacing what was there."""
-    readme = README.read_text() if README.exists() else "# Benchmarks\n"
-    body = (
-        f"{SECTION}\n\n"
-        "Our MTCNN (src/facedemo/detection.py) against stock `mtcnn.MTCNN().detect_faces` on the "
-        "same RGB arrays (bench/detector.py; its docstring says how photos, times and matches "
-        f"are made). Times in milliseconds per image.\n\n{text}\n"
-    )
-    start = readme.find(SECTION)
-    if start == -1:
-        readme = readme.rstrip("\n") + "\n\n" + body
-    else:
-        end = readme.find("\n## ", start + len(SECTION))
-        readme = readme[:start] + body + ("" if end == -1 else readme[end:])
-    README.write_text(readme)
 
 
 if __name__ == "__main__":

@@ -36,9 +36,9 @@ from typing import Any
 import anyio
 import httpx
 import numpy as np
+from bench.readme import write_section
 from PIL import Image
 
-README = Path(__file__).with_name("README.md")
 SECTION = "## Soak"
 
 
@@ -279,23 +279,6 @@ def format_report(
     return "\n".join(lines)
 
 
-def write_readme_section(report: str) -> None:
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    body = (
-        f"{SECTION}\n\n"
-        "A bounded soak of `facedemo serve` on loopback (bench/soak.py): a seeded mix of good and "
-        "bad requests; zero 5xx and a flat RSS are the pass marks.\n\n"
-        f"{report}\n"
-    )
-    start = text.find(SECTION)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + ("" if end == -1 else text[end:])
-    README.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the soak; print the report; exit 1 on any 5xx, surprise or unclean shutdown."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -390,7 +373,12 @@ def soak(args: argparse.Namespace, models_dir: Path, scratch: Path) -> int:
     for surprise in tally.unexpected:
         print(f"unexpected: {surprise}", file=sys.stderr)
     if args.write_readme:
-        write_readme_section(report)
+        write_section(
+            SECTION,
+            "A bounded soak of `facedemo serve` on loopback (bench/soak.py): a seeded mix of good "
+            "and bad requests; zero 5xx and a flat RSS are the pass marks.",
+            report,
+        )
     server_errors = sum(
         count
         for counts in tally.statuses.values()

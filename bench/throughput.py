@@ -39,11 +39,11 @@ import httpx
 import numpy as np
 from bench.load import LoadResult, Upload, face_images, multipart
 from bench.load import run as run_load
+from bench.readme import write_section
 from bench.soak import free_port, rss_mib
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
-README = Path(__file__).with_name("README.md")
 SECTION = "## Throughput"
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "utkface"
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
@@ -429,24 +429,6 @@ def _verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
-def write_readme_section(report: str) -> None:
-    """Put `report` under SECTION in bench/README.md, leaving the other sections alone."""
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    body = (
-        f"{SECTION}\n\n"
-        "Dynamic batching off and on, against the registry in-process and a no-op FastAPI upload "
-        "endpoint (bench/throughput.py; the load generator is bench/load.py).\n\n"
-        f"{report}\n"
-    )
-    start = text.find(SECTION)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + ("" if end == -1 else text[end:])
-    README.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run every measurement; print the report; exit 1 on a failed server or a non-200."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -479,7 +461,12 @@ def main(argv: list[str] | None = None) -> int:
         report, clean = run(args, models_dir, Path(scratch))
     print(report)
     if args.write_readme:
-        write_readme_section(report)
+        write_section(
+            SECTION,
+            "Dynamic batching off and on, against the registry in-process and a no-op FastAPI "
+            "upload endpoint (bench/throughput.py; the load generator is bench/load.py).",
+            report,
+        )
     return 0 if clean else 1
 
 
