@@ -19,6 +19,7 @@ from train.utkface import (
     LabelledImage,
     dataset_checksum,
     load_arrays,
+    random_subset,
     scan_folder,
     stratified_split,
 )
@@ -188,6 +189,26 @@ def test_split_parts_are_disjoint_cover_everything_and_keep_the_strata() -> None
 def test_split_fractions_must_sum_to_one() -> None:
     with pytest.raises(ValueError, match="sum to 1"):
         stratified_split(synthetic_images(10), {"train": 0.8, "validation": 0.1}, seed=0)
+
+
+def test_a_smoke_run_subset_is_seeded_and_spans_the_ages() -> None:
+    images = sorted(synthetic_images(1000), key=lambda image: image.path.name)
+
+    subset = random_subset(images, 100, seed=3)
+
+    assert names(subset) == names(random_subset(images, 100, seed=3))
+    assert names(subset) != names(random_subset(images, 100, seed=4))
+    assert len(set(names(subset))) == 100 and set(names(subset)) <= set(names(images))
+    assert names(subset) == sorted(names(subset))
+
+    # Names start with the age, which sorts as text (1, 10, 100, 11, ...): the first 100 names
+    # are children, teenagers and centenarians; the random subset has the whole set's mix.
+    def bucket_shares(items: list[LabelledImage]) -> np.ndarray:
+        buckets = [age_bucket(item.label.age) for item in items]
+        return np.bincount(buckets, minlength=5) / len(items)
+
+    assert np.abs(bucket_shares(subset) - bucket_shares(images)).max() < 0.1
+    assert np.abs(bucket_shares(images[:100]) - bucket_shares(images)).max() > 0.3
 
 
 # ----------------------------------------------------------------------------- arrays and cache

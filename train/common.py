@@ -22,6 +22,7 @@ from train.utkface import (
     ScanReport,
     dataset_checksum,
     load_arrays,
+    random_subset,
     scan_folder,
     stratified_split,
 )
@@ -74,7 +75,7 @@ def prepare(args: argparse.Namespace) -> PreparedData:
         raise ValueError(f"no labelled images found in {args.data}")
     splits = stratified_split(images, SPLIT_FRACTIONS, seed=args.seed)
     if args.limit:
-        splits["train"] = splits["train"][: args.limit]
+        splits["train"] = random_subset(splits["train"], args.limit, args.seed)
     arrays = {name: load_arrays(items, args.size, args.cache_dir) for name, items in splits.items()}
     log(
         f"data: {report.files} files, {report.parsed} parsed, {len(report.unparseable)} skipped, "

@@ -103,6 +103,15 @@ def stratified_split(
     return splits
 
 
+def random_subset(images: list[LabelledImage], count: int, seed: int) -> list[LabelledImage]:
+    """`count` images drawn at random (seeded), in file-name order: a smoke run's training set.
+
+    Not the first `count` names: names start with the age, so those would be nearly all young.
+    """
+    order = np.random.default_rng(seed).permutation(len(images))[:count]
+    return sorted((images[i] for i in order), key=lambda image: image.path.name)
+
+
 def dataset_checksum(images: list[LabelledImage]) -> str:
     """sha256 over the sorted file names and labels: identifies the exact data a model saw."""
     digest = hashlib.sha256()
