@@ -27,7 +27,6 @@ from train import model_card
 from train.age_targets import (
     AGE_LOGITS_SPEC,
     AGES,
-    INTERVAL_LEVEL,
     age_distribution_loss,
     expected_age_mae,
 )
@@ -37,9 +36,10 @@ from train.bundle import write_bundle
 from train.common import (
     base_parser,
     bucket_weights,
-    cosine_schedule,
+    calibration_record,
     fit,
     log,
+    optimizer,
     prepare,
     training_record,
     validation_report,
@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = classifier_model(args.size, args.width, args.dropout, AGES)
     model.compile(
-        optimizer=keras.optimizers.AdamW(
-            cosine_schedule(args, len(train.names)), args.weight_decay
-        ),
+        optimizer=optimizer(args, len(train.names)),
         loss={
             "age_bucket": keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
             "gender": keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
@@ -122,11 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             "gender": {"kind": "probabilities", "labels": list(GENDER_LABELS)},
             "age_logits": AGE_LOGITS_SPEC.model_dump(),
         },
-        "calibration": {
-            "temperature": round(temperature, 4),
-            "interval_level": INTERVAL_LEVEL,
-            "fitted_on": "calibration split",
-        },
+        "calibration": calibration_record(temperature),
         "flops_per_face": count_flops(model),
         "training": training_record(
             args, data, budget, time.monotonic() - started, "train.classifier", argv

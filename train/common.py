@@ -100,17 +100,16 @@ def bucket_weights(ages: np.ndarray, power: float) -> np.ndarray:
     return (weights / weights.mean()).astype(np.float32)
 
 
-def cosine_schedule(
-    args: argparse.Namespace, train_size: int
-) -> keras.optimizers.schedules.CosineDecay:
-    """One epoch of linear warm-up, then cosine decay to zero over the remaining epochs."""
+def optimizer(args: argparse.Namespace, train_size: int) -> keras.optimizers.AdamW:
+    """AdamW with one epoch of linear warm-up, then cosine decay to zero over the other epochs."""
     steps_per_epoch = train_size // args.batch_size
-    return keras.optimizers.schedules.CosineDecay(
+    schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=args.learning_rate / 10,
         decay_steps=max(1, steps_per_epoch * (args.epochs - 1)),
         warmup_target=args.learning_rate,
         warmup_steps=steps_per_epoch,
     )
+    return keras.optimizers.AdamW(schedule, args.weight_decay)
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -209,6 +208,15 @@ def validation_report(
         widths = estimates.age_interval[:, 1] - estimates.age_interval[:, 0]
         report["mean_interval_width_years"] = round(float(np.mean(widths)), 2)
     return report, temperature
+
+
+def calibration_record(temperature: float) -> dict[str, Any]:
+    """The manifest's `calibration`: the age head's temperature and the interval it serves."""
+    return {
+        "temperature": round(temperature, 4),
+        "interval_level": INTERVAL_LEVEL,
+        "fitted_on": "calibration split",
+    }
 
 
 def labels_of(arrays: ArraySet) -> Labels:
