@@ -106,7 +106,8 @@ def stratified_split(
 def random_subset(images: list[LabelledImage], count: int, seed: int) -> list[LabelledImage]:
     """`count` images drawn at random (seeded), in file-name order: a smoke run's training set.
 
-    Not the first `count` names: names start with the age, so those would be nearly all young.
+    Not the first `count` names: names start with the age, sorted as text (1, 10, 100, 11, ...),
+    so those would be children, teenagers and centenarians only.
     """
     order = np.random.default_rng(seed).permutation(len(images))[:count]
     return sorted((images[i] for i in order), key=lambda image: image.path.name)
