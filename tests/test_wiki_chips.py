@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 from tests.test_wiki import ROWS, write_metadata
 
-from train.utkface import ArraySet
-from train.wiki_chips import concatenate, load_chips, wiki_training_rows
+from train.utkface import ArraySet, concatenate
+from train.wiki_chips import load_chips, wiki_training_rows
 
 SIZE = 16
 

@@ -8,13 +8,12 @@ split), makes the 10%-90% quantiles of the distribution an 80% interval.
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from facedemo.age_distribution import age_summary, fit_temperature, interval_coverage
 from facedemo.manifest import OutputSpec
-from train.utkface import MAX_AGE, ArraySet
+from facedemo.utkface_names import MAX_AGE
 
 AGES = MAX_AGE + 1  # logits over 0..116
 LABEL_SIGMA_YEARS = 2.5
@@ -41,12 +40,6 @@ def expected_age_mae(true_age: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         tf.nn.softmax(logits, axis=1) * tf.range(AGES, dtype=tf.float32), axis=1
     )
     return tf.abs(expected - tf.reshape(tf.cast(true_age, tf.float32), (-1,)))
-
-
-def predict_outputs(model: keras.Model, arrays: ArraySet) -> dict[str, np.ndarray]:
-    """Every output of `model` for a split, as numpy arrays."""
-    outputs = model.predict(arrays.images.astype(np.float32), batch_size=256, verbose=0)
-    return {name: np.asarray(values) for name, values in outputs.items()}
 
 
 def calibrate(calibration_logits: np.ndarray, calibration_ages: np.ndarray) -> tuple[float, float]:

@@ -16,7 +16,7 @@ import tensorflow as tf
 from facedemo.age_distribution import age_summary
 from facedemo.manifest import AGE_BUCKET_LABELS
 from facedemo.metrics import Estimates, Labels, buckets_of, evaluation_report
-from train.age_targets import INTERVAL_LEVEL, calibrate, predict_outputs
+from train.age_targets import INTERVAL_LEVEL, calibrate
 from train.utkface import (
     ArraySet,
     ScanReport,
@@ -29,12 +29,14 @@ from train.utkface import (
 
 SPLIT_FRACTIONS = {"train": 0.8, "calibration": 0.1, "validation": 0.1}
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared/data/utkface"
+DEFAULT_SEED = 1234  # the committed bundles' split and initialisation
 
 
 def base_parser(description: str, default_epochs: int) -> argparse.ArgumentParser:
     """Arguments common to both scripts; defaults are the ones the committed bundles used."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared/data/utkface")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache")
@@ -45,7 +47,7 @@ def base_parser(description: str, default_epochs: int) -> argparse.ArgumentParse
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
         "--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all)"
     )
@@ -188,6 +190,12 @@ def fit(
         shuffle=False,  # the tf.data pipeline shuffles
     )
     return budget
+
+
+def predict_outputs(model: keras.Model, arrays: ArraySet) -> dict[str, np.ndarray]:
+    """Every output of `model` for a split, as numpy arrays."""
+    outputs = model.predict(arrays.images.astype(np.float32), batch_size=256, verbose=0)
+    return {name: np.asarray(values) for name, values in outputs.items()}
 
 
 def validation_report(

@@ -50,8 +50,8 @@ from train.common import (
     training_record,
     validation_report,
 )
-from train.utkface import ArraySet
-from train.wiki_chips import concatenate, wiki_training_rows
+from train.utkface import ArraySet, concatenate
+from train.wiki_chips import wiki_training_rows
 
 BUCKET_WEIGHT_POWER = 0.25  # milder than the classifier's: MAE is dominated by common ages
 LABEL_SMOOTHING = 0.05

@@ -15,14 +15,14 @@ from pathlib import Path
 
 from facedemo.manifest import GENDER_LABELS
 from facedemo.metrics import RACE_LABELS
-from train.common import REPO_ROOT, SPLIT_FRACTIONS
+from train.common import DEFAULT_DATA, DEFAULT_SEED, SPLIT_FRACTIONS
 from train.utkface import scan_folder, stratified_split
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared/data/utkface")
-    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--out", type=Path, required=True, help="folder for the CSV files")
     args = parser.parse_args(argv)
     images, _ = scan_folder(args.data)

@@ -18,7 +18,6 @@ import numpy as np
 
 from facedemo.manifest import age_bucket
 from facedemo.utkface_names import IMAGE_SUFFIXES, FaceLabel, parse_name
-from facedemo.utkface_names import MAX_AGE as MAX_AGE  # re-exported: train/age_targets.py uses it
 
 
 @dataclass(frozen=True)
@@ -131,6 +130,17 @@ class ArraySet:
     genders: np.ndarray  # (n,) int32
     races: np.ndarray  # (n,) int32, -1 when unknown
     names: list[str]
+
+
+def concatenate(first: ArraySet, second: ArraySet) -> ArraySet:
+    """One ArraySet with the rows of both."""
+    return ArraySet(
+        images=np.concatenate([first.images, second.images]),
+        ages=np.concatenate([first.ages, second.ages]),
+        genders=np.concatenate([first.genders, second.genders]),
+        races=np.concatenate([first.races, second.races]),
+        names=first.names + second.names,
+    )
 
 
 def load_arrays(images: list[LabelledImage], size: int, cache_dir: Path | None) -> ArraySet:

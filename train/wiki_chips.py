@@ -103,17 +103,6 @@ def load_chips(
     return arrays, report
 
 
-def concatenate(first: ArraySet, second: ArraySet) -> ArraySet:
-    """One ArraySet with the rows of both."""
-    return ArraySet(
-        images=np.concatenate([first.images, second.images]),
-        ages=np.concatenate([first.ages, second.ages]),
-        genders=np.concatenate([first.genders, second.genders]),
-        races=np.concatenate([first.races, second.races]),
-        names=first.names + second.names,
-    )
-
-
 def wiki_training_rows(
     mat_path: Path, size: int, cache_dir: Path | None, make_chip: ChipMaker | None = None
 ) -> tuple[ArraySet, dict[str, object]]:
