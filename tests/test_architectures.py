@@ -1,4 +1,4 @@
-"""The training architectures: every backbone stays inside the issue's inference budget."""
+"""The training architectures stay inside the issue's inference budget, counted right."""
 
 from __future__ import annotations
 
@@ -8,29 +8,20 @@ import keras
 import pytest
 from keras import layers
 
-from train.architectures import BACKBONES, classifier_model, count_flops, regressor_model
+from train.age_targets import AGES
+from train.architectures import classifier_model, count_flops, regressor_model
 
 FLOPS_BUDGET = 100e6  # per face, per model (issue 3: "well under 100 MFLOPs per face")
-AGES = 101
 
 
-@pytest.mark.parametrize("blocks", sorted(BACKBONES))
 @pytest.mark.parametrize("build", [classifier_model, regressor_model])
-def test_each_model_at_64_pixels_costs_under_the_budget(
-    build: Callable[..., keras.Model], blocks: str
+def test_each_model_at_64_pixels_costs_well_under_the_budget(
+    build: Callable[..., keras.Model],
 ) -> None:
-    model = build(64, blocks, 1.0, 0.3, AGES)
+    model = build(64, 1.0, 0.3, AGES)
 
     assert count_flops(model) < 0.8 * FLOPS_BUDGET
     assert model.get_layer("gender").output.shape == (None, 2)
-
-
-def test_the_deep_backbone_buys_parameters_not_resolution() -> None:
-    shallow = classifier_model(64, "shallow", 1.0, 0.3, AGES)
-    deep = classifier_model(64, "deep", 1.0, 0.3, AGES)
-
-    assert deep.count_params() > 2 * shallow.count_params()
-    assert count_flops(deep) < 1.6 * count_flops(shallow)
 
 
 def test_count_flops_counts_multiply_adds_twice() -> None:

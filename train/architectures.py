@@ -5,24 +5,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-# (filters, stride) of each depthwise-separable block after the stem, by backbone name.
-# "deep" adds a block at 8x8 and two at 4x4 (64 px input): 72 instead of 46 MFLOPs and 2.5x the
-# parameters, at the same CPU training time per step (the cost is in the high-resolution layers).
-BACKBONES = {
-    "shallow": ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (256, 1), (512, 2)),
-    "deep": (
-        (64, 1),
-        (128, 2),
-        (128, 1),
-        (256, 2),
-        (256, 1),
-        (256, 1),
-        (256, 1),
-        (512, 2),
-        (512, 1),
-        (512, 1),
-    ),
-}
+# (filters, stride) of each depthwise-separable block after the stem.
+BACKBONE_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (256, 1), (512, 2))
 
 
 def _separable_block(
@@ -38,27 +22,25 @@ def _separable_block(
     return layers.ReLU(6.0, name=f"{name}_pw_relu")(x)
 
 
-def backbone(inputs: keras.KerasTensor, blocks: str, width: float = 1.0) -> keras.KerasTensor:
+def backbone(inputs: keras.KerasTensor, width: float = 1.0) -> keras.KerasTensor:
     """Pixels 0..255 -> a pooled feature vector."""
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
     x = layers.Conv2D(int(32 * width), 3, strides=2, padding="same", use_bias=False, name="stem")(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
-    for index, (filters, stride) in enumerate(BACKBONES[blocks]):
+    for index, (filters, stride) in enumerate(BACKBONE_BLOCKS):
         x = _separable_block(x, int(filters * width), stride, name=f"block{index + 1}")
     return layers.GlobalAveragePooling2D(name="pool")(x)
 
 
-def classifier_model(
-    size: int, blocks: str, width: float, dropout: float, ages: int
-) -> keras.Model:
+def classifier_model(size: int, width: float, dropout: float, ages: int) -> keras.Model:
     """Age bucket (5-way) and gender (2-way) softmax heads, plus an auxiliary age-logits head.
 
     The auxiliary head gives the backbone the ordering of ages that bucket labels hide, and the
     registry averages its calibrated distribution with the regressor's.
     """
     inputs = keras.Input((size, size, 3), name="face")
-    features = layers.Dropout(dropout, name="dropout")(backbone(inputs, blocks, width))
+    features = layers.Dropout(dropout, name="dropout")(backbone(inputs, width))
     outputs = {
         "age_bucket": layers.Dense(5, activation="softmax", name="age_bucket")(features),
         "gender": layers.Dense(2, activation="softmax", name="gender")(features),
@@ -67,14 +49,14 @@ def classifier_model(
     return keras.Model(inputs, outputs, name="age_gender_classifier")
 
 
-def regressor_model(size: int, blocks: str, width: float, dropout: float, ages: int) -> keras.Model:
+def regressor_model(size: int, width: float, dropout: float, ages: int) -> keras.Model:
     """Logits over integer ages 0..ages-1, plus an auxiliary gender head.
 
     The age distribution gives the mean and the interval; the registry averages the gender head
     with the classifier's.
     """
     inputs = keras.Input((size, size, 3), name="face")
-    features = layers.Dropout(dropout, name="dropout")(backbone(inputs, blocks, width))
+    features = layers.Dropout(dropout, name="dropout")(backbone(inputs, width))
     outputs = {
         "age_logits": layers.Dense(ages, name="age_logits")(features),
         "gender": layers.Dense(2, activation="softmax", name="gender")(features),

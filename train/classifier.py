@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     train = data.splits["train"]
     calibration, validation = data.splits["calibration"], data.splits["validation"]
 
-    model = classifier_model(args.size, args.backbone, args.width, args.dropout, AGES)
+    model = classifier_model(args.size, args.width, args.dropout, AGES)
     model.compile(
         optimizer=optimizer(args, len(train.names)),
         loss={

@@ -17,7 +17,6 @@ from facedemo.age_distribution import age_summary
 from facedemo.manifest import AGE_BUCKET_LABELS
 from facedemo.metrics import Estimates, Labels, buckets_of, evaluation_report
 from train.age_targets import INTERVAL_LEVEL, calibrate
-from train.architectures import BACKBONES
 from train.utkface import (
     ArraySet,
     ScanReport,
@@ -42,7 +41,6 @@ def base_parser(description: str, default_epochs: int) -> argparse.ArgumentParse
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache")
     parser.add_argument("--size", type=int, default=64, help="input height and width in pixels")
-    parser.add_argument("--backbone", choices=sorted(BACKBONES), default="deep")
     parser.add_argument("--width", type=float, default=1.0, help="channel multiplier")
     parser.add_argument("--dropout", type=float, default=0.3)
     parser.add_argument("--epochs", type=int, default=default_epochs)
