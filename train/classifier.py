@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         training=True,
         seed=args.seed,
+        augmentation=args.augment,
         sample_weights={
             "age_bucket": bucket_weight,
             "gender": np.ones_like(bucket_weight),

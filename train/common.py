@@ -43,6 +43,13 @@ def base_parser(description: str, default_epochs: int) -> argparse.ArgumentParse
     parser.add_argument("--size", type=int, default=64, help="input height and width in pixels")
     parser.add_argument("--width", type=float, default=1.0, help="channel multiplier")
     parser.add_argument("--dropout", type=float, default=0.3)
+    parser.add_argument(
+        "--augment",
+        type=float,
+        default=1.0,
+        help="augmentation strength: multiplies the rotation, scale, shift, brightness and "
+        "contrast ranges of train/augment.py (0: flips only)",
+    )
     parser.add_argument("--epochs", type=int, default=default_epochs)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3)

@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         training=True,
         seed=args.seed,
+        augmentation=args.augment,
         sample_weights={"age_logits": age_weight, "gender": np.ones_like(age_weight)},
     )
     validation_set = make_dataset(
