@@ -3,7 +3,7 @@
 Commands (from the repository root, with the project installed: `make install`):
 
     # the committed bundle models/age-gender-classifier/1.1.0 (trained at the same time as the
-    # regressor, one core each):
+    # regressor 1.1.0, one core each; the default settings):
     .venv/bin/python -m train.classifier --data ../shared/data/utkface --version 1.1.0 --threads 1
     # a two-minute smoke run into a scratch folder:
     .venv/bin/python -m train.classifier --epochs 1 --limit 512 --models-dir /tmp/models

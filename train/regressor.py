@@ -2,8 +2,11 @@
 
 Commands (from the repository root, with the project installed: `make install`):
 
-    # the committed bundle models/age-regressor/1.1.0 (trained at the same time as the
-    # classifier, one core each):
+    # the committed bundle models/age-regressor/1.2.0 (trained side by side with a classifier,
+    # one core each):
+    .venv/bin/python -m train.regressor --data ../shared/data/utkface --version 1.2.0 --threads 1 \
+        --epochs 22 --max-minutes 100 --augment 0.5 --dropout 0.1
+    # the earlier bundle 1.1.0 (the default settings):
     .venv/bin/python -m train.regressor --data ../shared/data/utkface --version 1.1.0 --threads 1
     # a two-minute smoke run into a scratch folder:
     .venv/bin/python -m train.regressor --epochs 1 --limit 512 --models-dir /tmp/models
