@@ -44,7 +44,7 @@ def _affine_transforms(
     return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
 
-def augment_batch(images: tf.Tensor, strength: float = 1.0) -> tf.Tensor:
+def augment_batch(images: tf.Tensor, strength: float) -> tf.Tensor:
     """Flip, rotate, scale, shift, brightness and contrast for a (n, h, w, 3) float batch.
 
     `strength` scales every range but the flip (0: flips only).
