@@ -189,6 +189,50 @@ def test_minimum_face_size_skips_smaller_faces(detector: Detector, astronaut: np
         assert iou(face.box, where) > 0.6
 
 
+# A crop of the astronaut's face tighter than its box: the face fills it edge to edge.
+TIGHT_FACE = (slice(72, 162), slice(192, 257))  # rows, columns of the 512x512 image
+
+
+def test_a_face_that_fills_the_image_is_found_by_looking_again_with_a_border(
+    detector: Detector, astronaut: np.ndarray
+) -> None:
+    tight = np.ascontiguousarray(astronaut[TIGHT_FACE])
+    [in_full_image] = detector.detect(astronaut)
+
+    assert detector.configured(retry_border=0).detect(tight) == []
+    [face] = detector.detect(tight)
+
+    height, width = tight.shape[:2]
+    x1, y1, x2, y2 = face.box
+    assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+    assert face.confidence >= 0.95
+    # The same landmarks as in the whole photo, in the crop's pixels.
+    offset = np.array([TIGHT_FACE[1].start, TIGHT_FACE[0].start])
+    assert np.abs(face.landmarks - (in_full_image.landmarks - offset)).max() < 5
+
+
+def test_the_bordered_look_works_in_the_pixels_of_a_large_image(
+    detector: Detector, astronaut: np.ndarray
+) -> None:
+    tight = np.ascontiguousarray(astronaut[TIGHT_FACE])
+    [face] = detector.detect(tight)
+    scale = 6
+    large = resize_rgb(tight, (90 * scale, 65 * scale))
+    shrinking = detector.configured(max_side=256)  # both looks work on a shrunk copy
+
+    assert shrinking.configured(retry_border=0).detect(large) == []
+    [large_face] = shrinking.detect(large)
+
+    assert iou(large_face.box, tuple(value * scale for value in face.box)) > 0.8
+    assert np.abs(large_face.landmarks - face.landmarks * scale).max() < 3 * scale
+
+
+@pytest.mark.parametrize("retry_border", [-0.1, 1.5])
+def test_the_retry_border_must_be_a_fraction(detector: Detector, retry_border: float) -> None:
+    with pytest.raises(ValueError, match="retry_border"):
+        detector.configured(retry_border=retry_border)
+
+
 def test_detection_is_the_same_from_several_threads(
     detector: Detector, astronaut: np.ndarray
 ) -> None:
