@@ -21,7 +21,8 @@ crops, so a box gets the same scores); what differs:
   is cut by its edge (a tight crop) leaves MTCNN's square windows no room. On the UTKFace
   validation chips (2,083) the first pass misses 77 faces; a 20% border finds 55 of them (10%:
   50, 30%: 56; a black border instead finds fewer: 43-50). It found no face in any of 12 faceless
-  skimage photos; on them, detection takes about twice as long (the second look).
+  skimage photos; on them, detection takes about twice as long (bench/README.md, "Face
+  detector": coffee and rocket 420-650 ms against about 250 ms for photos with faces).
 
 `Detector.detect` is safe to call from several threads: it keeps no state between calls.
 """
