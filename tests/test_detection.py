@@ -326,14 +326,22 @@ def test_a_large_face_is_shrunk_without_aliasing(astronaut: np.ndarray) -> None:
     assert np.abs(aligned.astype(float) - resize_rgb(chip, (64, 64))).mean() < 2.0
 
 
-def test_warp_outside_the_image_is_black() -> None:
-    image = np.full((50, 50, 3), 255, np.uint8)
+def test_warp_outside_the_image_repeats_its_edge_pixels() -> None:
+    image = np.full((50, 50, 3), 50, np.uint8)
+    image[:, 0] = (100 + 2 * np.arange(50))[:, None]  # the left edge: a different value per row
     shifted = np.array([[1.0, 0.0, -25.0], [0.0, 1.0, 0.0]])  # chip x maps to image x - 25
 
-    chip = warp_chip(image, shifted, 50)
+    chip = warp_chip(image, shifted, 50).astype(int)
 
-    assert chip[:, :20].max() == 0
-    assert chip[:, 30:].min() == 255
+    assert np.array_equal(chip[:, :20], np.broadcast_to(image[:, :1], (50, 20, 3)))
+    assert np.all(chip[:, 30:] == 50)
+
+
+def test_warp_of_a_region_wholly_outside_the_image_is_black() -> None:
+    image = np.full((50, 50, 3), 255, np.uint8)
+    far_away = np.array([[1.0, 0.0, 500.0], [0.0, 1.0, 500.0]])
+
+    assert warp_chip(image, far_away, 20).max() == 0
 
 
 def test_a_tilted_face_comes_out_upright(detector: Detector, astronaut: np.ndarray) -> None:
