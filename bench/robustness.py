@@ -1,0 +1,164 @@
+"""How the served models hold up when faces are framed or photographed unlike UTKFace's chips.
+
+    .venv/bin/python -m train.split_csv --data /path/to/UTKFace --out /tmp/splits
+    .venv/bin/python -m bench.robustness /path/to/UTKFace /tmp/splits/calibration.csv
+
+Each labelled chip (--count rows spread evenly over the CSV) is changed in memory (zoomed
+out inside a border of its own edge pixels, zoomed in to its centre, greyscale, low resolution,
+strong JPEG, darker), encoded as PNG and sent through the served pipeline, as an upload would
+be, with detect=skip (the image is the face) and detect=auto (detect and align). Nothing is
+written to disk. A face the detector misses is left out of that row's figures (its `faces`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from bench.readme import write_section
+from PIL import Image, ImageEnhance
+
+from facedemo.imaging import resize_rgb
+
+SECTION = "## Robustness to framing and image quality"
+COMMAND = "python -m bench.robustness /path/to/UTKFace /tmp/splits/calibration.csv --write-readme"
+CHIP = 200  # UTKFace chips are 200x200
+
+Change = Callable[[np.ndarray], np.ndarray]
+
+
+def zoomed_out(chip: np.ndarray) -> np.ndarray:
+    """The chip shrunk to 70% of the side, framed by its own edge pixels."""
+    border = round(0.15 / 0.7 * chip.shape[0])
+    framed = np.pad(chip, ((border, border), (border, border), (0, 0)), mode="edge")
+    return resize_rgb(framed, chip.shape[:2])
+
+
+def zoomed_in(chip: np.ndarray) -> np.ndarray:
+    """The central 80% of the chip, at the chip's size."""
+    height, width = chip.shape[:2]
+    top, left = round(0.1 * height), round(0.1 * width)
+    return resize_rgb(
+        np.ascontiguousarray(chip[top : height - top, left : width - left]), (height, width)
+    )
+
+
+def greyscale(chip: np.ndarray) -> np.ndarray:
+    grey = np.asarray(Image.fromarray(chip).convert("L"))
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def low_resolution(chip: np.ndarray) -> np.ndarray:
+    """Down to 32x32 and back up."""
+    return resize_rgb(resize_rgb(chip, (32, 32)), chip.shape[:2])
+
+
+def strong_jpeg(chip: np.ndarray) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(chip).save(buffer, format="JPEG", quality=15)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def darker(chip: np.ndarray) -> np.ndarray:
+    return np.asarray(ImageEnhance.Brightness(Image.fromarray(chip)).enhance(0.5))
+
+
+CHANGES: dict[str, Change] = {
+    "as they are": lambda chip: chip,
+    "zoomed out (face at 70%)": zoomed_out,
+    "zoomed in (central 80%)": zoomed_in,
+    "greyscale": greyscale,
+    "32x32 pixels": low_resolution,
+    "JPEG quality 15": strong_jpeg,
+    "half as bright": darker,
+}
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def labelled_chips(
+    folder: Path, labels_csv: Path, count: int
+) -> list[tuple[np.ndarray, str, float]]:
+    """(chip, gender label, age) of `count` rows spread evenly over a train.split_csv file."""
+    with labels_csv.open(newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    rows = [
+        rows[index] for index in np.linspace(0, len(rows) - 1, min(count, len(rows))).astype(int)
+    ]
+    return [
+        (
+            np.asarray(Image.open(folder / row["path"]).convert("RGB").resize((CHIP, CHIP))),
+            row["gender"],
+            float(row["age"]),
+        )
+        for row in rows
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="the UTKFace folder")
+    parser.add_argument("labels", type=Path, help="a label CSV from train.split_csv")
+    parser.add_argument("--count", type=int, default=600, help="chips to use (default 600)")
+    parser.add_argument("--write-readme", action="store_true", help="update bench/README.md")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from facedemo.config import Settings
+    from facedemo.detection import Detector
+    from facedemo.pipeline import DetectMode, Pipeline
+    from facedemo.registry import Registry
+
+    settings = Settings()
+    registry = Registry.load(settings.models_dir, device="cpu")
+    pipeline = Pipeline(registry, settings, Detector.load())
+    chips = labelled_chips(args.folder, args.labels, args.count)
+    lines = [
+        "| chips | detect | faces | gender accuracy | age MAE (years) |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for name, change in CHANGES.items():
+        uploads = [png(np.ascontiguousarray(change(chip))) for chip, _, _ in chips]
+        for mode in (DetectMode.SKIP, DetectMode.AUTO):
+            right, errors = [], []
+            for prediction, (_, gender, age) in zip(
+                pipeline.predict_images(uploads, mode), chips, strict=True
+            ):
+                if isinstance(prediction, Exception) or not prediction.faces:
+                    continue
+                face = prediction.faces[0]
+                right.append(face.gender.label == gender)
+                errors.append(abs(face.age.years - age))
+            line = (
+                f"| {name} | {mode.value} | {len(right)}/{len(chips)} "
+                f"| {np.mean(right):.3f} | {np.mean(errors):.2f} |"
+            )
+            lines.append(line)
+            print(line, file=sys.stderr, flush=True)
+    models = ", ".join(f"{model.name} {model.version}" for model in pipeline.models)
+    text = (
+        f"Command: `{COMMAND}`\n\nModels: {models}; {len(chips)} chips spread evenly over "
+        f"the calibration split.\n\n" + "\n".join(lines)
+    )
+    print(text)
+    if args.write_readme:
+        write_section(
+            SECTION,
+            "The served pipeline on changed copies of labelled UTKFace chips (bench/robustness.py; "
+            "its docstring says how the chips are changed).",
+            text,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
