@@ -13,22 +13,25 @@ written to disk. A face the detector misses is left out of that row's figures (i
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from bench.readme import write_section
 from PIL import Image, ImageEnhance
 
-from facedemo.imaging import resize_rgb
+from facedemo.imaging import decode_image, resize_rgb
+from facedemo.manifest import GENDER_LABELS
+
+if TYPE_CHECKING:
+    from facedemo.evaluation import LabelledFile
 
 SECTION = "## Robustness to framing and image quality"
 COMMAND = "python -m bench.robustness /path/to/UTKFace /tmp/splits/calibration.csv --write-readme"
-CHIP = 200  # UTKFace chips are 200x200
 
 Change = Callable[[np.ndarray], np.ndarray]
 
@@ -87,21 +90,19 @@ def png(image: np.ndarray) -> bytes:
 
 
 def labelled_chips(
-    folder: Path, labels_csv: Path, count: int
+    files: list[LabelledFile], count: int, max_pixels: int
 ) -> list[tuple[np.ndarray, str, float]]:
-    """(chip, gender label, age) of `count` rows spread evenly over a train.split_csv file."""
-    with labels_csv.open(newline="", encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
-    rows = [
-        rows[index] for index in np.linspace(0, len(rows) - 1, min(count, len(rows))).astype(int)
-    ]
+    """(chip, gender label, age) of `count` of `files`, spread evenly over them."""
+    spread = np.linspace(0, len(files) - 1, min(count, len(files))).astype(int)
+    chosen = [files[index] for index in spread]
     return [
         (
-            np.asarray(Image.open(folder / row["path"]).convert("RGB").resize((CHIP, CHIP))),
-            row["gender"],
-            float(row["age"]),
+            decode_image(file.path.read_bytes(), max_pixels=max_pixels),
+            GENDER_LABELS[file.gender],
+            file.age,
         )
-        for row in rows
+        for file in chosen
+        if file.gender is not None and file.age is not None
     ]
 
 
@@ -115,13 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from facedemo.config import Settings
     from facedemo.detection import Detector
+    from facedemo.evaluation import load_labelled_set
     from facedemo.pipeline import DetectMode, Pipeline
     from facedemo.registry import Registry
 
     settings = Settings()
     registry = Registry.load(settings.models_dir, device="cpu")
     pipeline = Pipeline(registry, settings, Detector.load())
-    chips = labelled_chips(args.folder, args.labels, args.count)
+    files = load_labelled_set(args.folder, args.labels).files
+    chips = labelled_chips(files, args.count, settings.max_image_pixels)
     lines = [
         "| chips | detect | faces | gender accuracy | age MAE (years) |",
         "| --- | --- | ---: | ---: | ---: |",

@@ -217,7 +217,7 @@ def test_the_bordered_look_works_in_the_pixels_of_a_large_image(
     tight = np.ascontiguousarray(astronaut[TIGHT_FACE])
     [face] = detector.detect(tight)
     scale = 6
-    large = resize_rgb(tight, (90 * scale, 65 * scale))
+    large = resize_rgb(tight, (tight.shape[0] * scale, tight.shape[1] * scale))
     shrinking = detector.configured(max_side=256)  # both looks work on a shrunk copy
 
     assert shrinking.configured(retry_border=0).detect(large) == []
