@@ -1,4 +1,5 @@
-"""The training augmentation: its strength knob and what evaluation batches are left alone."""
+"""The training augmentation: its strength knob, the degradations, and what evaluation batches
+are left alone."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from train.augment import augment_batch, make_dataset
+from train.augment import Degradations, augment_batch, make_dataset
 
 
 def _faces(count: int = 32, size: int = 32) -> np.ndarray:
@@ -54,10 +55,58 @@ def test_a_stronger_augmentation_moves_images_further() -> None:
     assert distances[1.0] > 2 * distances[0.25] > 0
 
 
+def _grey(images: np.ndarray) -> np.ndarray:
+    """Per image, whether its three channels are equal."""
+    return np.isclose(images, images[..., :1], atol=1e-3).all(axis=(1, 2, 3))
+
+
+def test_greyscale_is_drawn_per_image() -> None:
+    tf.random.set_seed(10)
+    images = _faces(count=64)
+    everything = augment_batch(tf.constant(images), 0.0, Degradations(greyscale=1.0)).numpy()
+    assert _grey(everything).all()
+    some = augment_batch(tf.constant(images), 0.0, Degradations(greyscale=0.5)).numpy()
+    assert 10 < _grey(some).sum() < 54
+    assert not _grey(augment_batch(tf.constant(images), 0.0).numpy()).any()
+
+
+def test_zoomed_out_images_are_framed_by_their_edge_pixels() -> None:
+    tf.random.set_seed(11)
+    images = _faces()
+    zoomed = augment_batch(tf.constant(images), 0.0, Degradations(zoom_out=1.0)).numpy()
+    # At strength 0 nothing but the flip and the shrinking moves a pixel: each corner of the
+    # frame repeats a corner of the (possibly mirrored) original.
+    corners = zoomed[:, 0, 0]
+    near = np.minimum(
+        np.abs(corners - images[:, 0, 0]).max(axis=1),
+        np.abs(corners - images[:, 0, -1]).max(axis=1),
+    )
+    assert np.allclose(near, 0.0, atol=1e-3)
+    assert (_distance_from_flips(images, zoomed) > 2.0).all()
+
+
+def test_low_resolution_removes_fine_detail() -> None:
+    tf.random.set_seed(12)
+    noise = np.random.default_rng(0).uniform(0, 255, (16, 64, 64, 3)).astype(np.float32)
+
+    def detail(batch: np.ndarray) -> float:
+        return float(np.abs(np.diff(batch, axis=2)).mean())
+
+    coarse = augment_batch(tf.constant(noise), 0.0, Degradations(low_resolution=1.0)).numpy()
+    assert detail(coarse) < detail(noise) / 3
+
+
 def test_evaluation_batches_are_neither_augmented_nor_shuffled() -> None:
     images = _faces(count=10).astype(np.uint8)
     ages = np.arange(10, dtype=np.float32)
-    dataset = make_dataset(images, {"age": ages}, batch_size=4, training=False, seed=1)
+    dataset = make_dataset(
+        images,
+        {"age": ages},
+        batch_size=4,
+        training=False,
+        seed=1,
+        degradations=Degradations(greyscale=1.0, low_resolution=1.0, zoom_out=1.0),
+    )
     batches = list(dataset.as_numpy_iterator())
     assert [len(batch[0]) for batch in batches] == [4, 4, 2]
     assert np.array_equal(np.concatenate([batch[0] for batch in batches]), images)

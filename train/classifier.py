@@ -37,6 +37,7 @@ from train.common import (
     base_parser,
     bucket_weights,
     calibration_record,
+    degradations_of,
     fit,
     log,
     optimizer,
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         training=True,
         seed=args.seed,
         augmentation=args.augment,
+        degradations=degradations_of(args),
         sample_weights={
             "age_bucket": bucket_weight,
             "gender": np.ones_like(bucket_weight),

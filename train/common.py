@@ -17,6 +17,7 @@ from facedemo.age_distribution import age_summary
 from facedemo.manifest import AGE_BUCKET_LABELS
 from facedemo.metrics import Estimates, Labels, buckets_of, evaluation_report
 from train.age_targets import INTERVAL_LEVEL, calibrate
+from train.augment import Degradations
 from train.utkface import (
     ArraySet,
     ScanReport,
@@ -53,6 +54,14 @@ def base_parser(description: str, default_epochs: int) -> argparse.ArgumentParse
         help="augmentation strength: multiplies the rotation, scale, shift, brightness and "
         "contrast ranges of train/augment.py (0: flips only)",
     )
+    for flag, what in (
+        ("--zoom-out", "shrunk to 65-90%% inside a border of its edge pixels"),
+        ("--greyscale", "made greyscale"),
+        ("--low-res", "passed through 16-40 pixels square"),
+    ):
+        parser.add_argument(
+            flag, type=float, default=0.0, help=f"probability that a training image is {what}"
+        )
     parser.add_argument("--epochs", type=int, default=default_epochs)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
@@ -101,6 +110,13 @@ def prepare(args: argparse.Namespace) -> PreparedData:
         report=report,
         checksum=dataset_checksum(images),
         split_checksums={name: dataset_checksum(items) for name, items in splits.items()},
+    )
+
+
+def degradations_of(args: argparse.Namespace) -> Degradations:
+    """The training degradations the command line asks for."""
+    return Degradations(
+        greyscale=args.greyscale, low_resolution=args.low_res, zoom_out=args.zoom_out
     )
 
 

@@ -46,6 +46,7 @@ from train.common import (
     base_parser,
     bucket_weights,
     calibration_record,
+    degradations_of,
     fit,
     log,
     optimizer,
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         training=True,
         seed=args.seed,
         augmentation=args.augment,
+        degradations=degradations_of(args),
         sample_weights={"age_logits": age_weight, "gender": np.ones_like(age_weight)},
     )
     validation_set = make_dataset(
