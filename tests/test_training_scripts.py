@@ -49,7 +49,8 @@ def write_utkface_folder(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Both scripts run once (the regressor with a WIKI file); returns the models folder."""
+    """Both scripts run once (the regressor with a WIKI file and every degradation); returns
+    the models folder."""
     root = tmp_path_factory.mktemp("training")
     write_utkface_folder(root / "utkface")
     wiki = write_metadata(root)
@@ -58,7 +59,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     common += ["--cache-dir", str(root / "cache"), "--size", "32", "--epochs", "1"]
     common += ["--batch-size", "8", "--version", "0.0.1"]  # no --threads: TF is running already
     assert classifier.main(common) == 0
-    assert regressor.main([*common, "--wiki", str(wiki)]) == 0
+    degradations = ["--zoom-out", "0.5", "--greyscale", "0.25", "--low-res", "0.75"]
+    assert regressor.main([*common, "--wiki", str(wiki), *degradations]) == 0
     return root / "models"
 
 
@@ -90,6 +92,14 @@ def test_the_regressor_records_the_wiki_photos(trained: Path) -> None:
     assert extra["passed_filters"] == 3
     assert extra["used"] + extra["no_face"] + extra["undecodable"] == 3
     assert "IMDB-WIKI" in (trained / REGRESSOR_NAME / "0.0.1" / MODEL_CARD_FILE).read_text()
+
+
+def test_the_manifest_records_the_degradations(trained: Path) -> None:
+    manifest = json.loads((trained / REGRESSOR_NAME / "0.0.1" / MANIFEST_FILE).read_text())
+    config = manifest["training"]["config"]
+
+    assert (config["zoom_out"], config["greyscale"], config["low_res"]) == (0.5, 0.25, 0.75)
+    assert "--low-res 0.75" in manifest["training"]["command"]
 
 
 def test_the_registry_serves_what_the_scripts_wrote(trained: Path) -> None:
