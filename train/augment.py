@@ -110,16 +110,15 @@ def augment_batch(
     batch_size = tf.shape(images)[0]
     height, width = int(images.shape[1]), int(images.shape[2])
     flip = tf.random.uniform([batch_size, 1, 1, 1]) < 0.5
-    images = tf.where(flip, tf.reverse(images, axis=[2]), images)
-    moved = _warp(images, _affine_transforms(batch_size, height, width, strength), "REFLECT")
+    flipped = tf.where(flip, tf.reverse(images, axis=[2]), images)
+    images = _warp(flipped, _affine_transforms(batch_size, height, width, strength), "REFLECT")
     if degradations.zoom_out > 0:
         zoomed = _warp(
-            images,
+            flipped,
             _affine_transforms(batch_size, height, width, strength, ZOOM_OUT_SCALES),
             "NEAREST",
         )
-        moved = tf.where(_chosen(batch_size, degradations.zoom_out), zoomed, moved)
-    images = moved
+        images = tf.where(_chosen(batch_size, degradations.zoom_out), zoomed, images)
     mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
     per_image = [-1, 1, 1, 1]
     contrast = 1.0 + tf.reshape(_symmetric(batch_size, strength * MAX_CONTRAST_CHANGE), per_image)
