@@ -9,19 +9,33 @@ import pytest
 from keras import layers
 
 from train.age_targets import AGES
-from train.architectures import classifier_model, count_flops, regressor_model
+from train.architectures import ARCHITECTURES, classifier_model, count_flops, regressor_model
 
 FLOPS_BUDGET = 100e6  # per face, per model (issue 3: "well under 100 MFLOPs per face")
 
 
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("build", [classifier_model, regressor_model])
 def test_each_model_at_64_pixels_costs_well_under_the_budget(
-    build: Callable[..., keras.Model],
+    build: Callable[..., keras.Model], architecture: str
 ) -> None:
-    model = build(64, 1.0, 0.3, AGES)
+    model = build(64, 1.0, 0.3, AGES, architecture)
 
     assert count_flops(model) < 0.8 * FLOPS_BUDGET
     assert model.get_layer("gender").output.shape == (None, 2)
+
+
+def test_the_residual_backbone_adds_its_shortcuts_at_each_stage() -> None:
+    model = classifier_model(64, 1.0, 0.3, AGES, "residual")
+
+    adds = [layer for layer in model.layers if isinstance(layer, layers.Add)]
+    assert len(adds) == 3
+    assert model.get_layer("pool").input.shape == (None, 4, 4, 160)
+
+
+def test_an_unknown_architecture_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown architecture"):
+        classifier_model(64, 1.0, 0.3, AGES, "transformer")
 
 
 def test_count_flops_counts_multiply_adds_twice() -> None:

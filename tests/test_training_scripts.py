@@ -49,8 +49,8 @@ def write_utkface_folder(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Both scripts run once (the regressor with a WIKI file and every degradation); returns
-    the models folder."""
+    """Both scripts run once (the classifier with the residual backbone, the regressor with the
+    separable one, a WIKI file and every degradation); returns the models folder."""
     root = tmp_path_factory.mktemp("training")
     write_utkface_folder(root / "utkface")
     wiki = write_metadata(root)
@@ -58,7 +58,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     common = ["--data", str(root / "utkface"), "--models-dir", str(root / "models")]
     common += ["--cache-dir", str(root / "cache"), "--size", "32", "--epochs", "1"]
     common += ["--batch-size", "8", "--version", "0.0.1"]  # no --threads: TF is running already
-    assert classifier.main(common) == 0
+    assert classifier.main([*common, "--architecture", "residual"]) == 0
     degradations = ["--zoom-out", "0.5", "--greyscale", "0.25", "--low-res", "0.75"]
     assert regressor.main([*common, "--wiki", str(wiki), *degradations]) == 0
     return root / "models"
@@ -100,6 +100,15 @@ def test_the_manifest_records_the_degradations(trained: Path) -> None:
 
     assert (config["zoom_out"], config["greyscale"], config["low_res"]) == (0.5, 0.25, 0.75)
     assert "--low-res 0.75" in manifest["training"]["command"]
+
+
+def test_the_manifest_records_the_architecture(trained: Path) -> None:
+    def config(name: str) -> dict[str, object]:
+        manifest = json.loads((trained / name / "0.0.1" / MANIFEST_FILE).read_text())
+        return dict(manifest["training"]["config"])
+
+    assert config(CLASSIFIER_NAME)["architecture"] == "residual"
+    assert config(REGRESSOR_NAME)["architecture"] == "separable"
 
 
 def test_the_registry_serves_what_the_scripts_wrote(trained: Path) -> None:

@@ -17,6 +17,7 @@ from facedemo.age_distribution import age_summary
 from facedemo.manifest import AGE_BUCKET_LABELS
 from facedemo.metrics import Estimates, Labels, buckets_of, evaluation_report
 from train.age_targets import INTERVAL_LEVEL, calibrate
+from train.architectures import ARCHITECTURES
 from train.augment import Degradations
 from train.utkface import (
     ArraySet,
@@ -44,6 +45,12 @@ def base_parser(description: str, default_epochs: int) -> argparse.ArgumentParse
     parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache")
+    parser.add_argument(
+        "--architecture",
+        choices=list(ARCHITECTURES),
+        default="separable",
+        help="backbone (train/architectures.py)",
+    )
     parser.add_argument("--size", type=int, default=64, help="input height and width in pixels")
     parser.add_argument("--width", type=float, default=1.0, help="channel multiplier")
     parser.add_argument("--dropout", type=float, default=0.3)

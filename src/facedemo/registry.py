@@ -52,7 +52,8 @@ MAX_BATCH_SIZE = PADDED_BATCH_SIZES[-1]
 # 75-99 bucket (0.711 against 0.687 at 0), for which it was trained with larger loss weights.
 # With the regressor 1.2.0 on the same split: 0.773 at 0, 0.771 at 0.25, 0.767 at 0.5.
 # With the regressor 1.3.0: 0.778 at 0, 0.776 at 0.25, 0.766 at 0.5 (75-99 recall 0.699, 0.723,
-# 0.699).
+# 0.699). With the residual pair (classifier 1.2.0, regressor 1.4.0): 0.781 at 0, 0.780 at 0.25
+# and at 0.5 (75-99 recall 0.651, 0.663, 0.699).
 BUCKET_HEAD_WEIGHT = 0.25
 
 ModelFunction = Callable[[tf.Tensor], dict[str, tf.Tensor]]
