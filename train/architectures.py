@@ -1,9 +1,10 @@
 """Small CNNs sized for CPU training and well under 100 MFLOPs per face.
 
-Two backbones: `separable` (depthwise-separable blocks, the fewest FLOPs; the 1.x bundles up to
+Two backbones: `separable` (depthwise-separable blocks, the fewest FLOPs; the bundles up to
 classifier 1.1.0 and regressor 1.3.0) and `residual` (plain 3x3 convolutions with residual
-blocks: more FLOPs, but this CPU trains it over twice as many faces a second, as oneDNN runs
-dense convolutions far closer to peak than depthwise ones).
+blocks, from classifier 1.2.0 and regressor 1.4.0 on: more FLOPs, but this CPU trains it on over
+twice as many faces a second, as TensorFlow runs dense convolutions far closer to the CPU's peak
+than depthwise ones).
 """
 
 from __future__ import annotations
