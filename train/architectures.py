@@ -39,11 +39,17 @@ def _separable_block(
 
 
 def _convolution(
-    x: keras.KerasTensor, filters: int, stride: int, name: str, relu: bool = True
+    x: keras.KerasTensor,
+    filters: int,
+    stride: int,
+    name: str,
+    relu: bool = True,
+    relu_max: float | None = None,
 ) -> keras.KerasTensor:
+    """3x3 convolution and batch norm, then (with `relu`) a ReLU capped at `relu_max`."""
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=name)(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+    return layers.ReLU(relu_max, name=f"{name}_relu")(x) if relu else x
 
 
 def _residual_stage(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
@@ -54,23 +60,29 @@ def _residual_stage(x: keras.KerasTensor, filters: int, name: str) -> keras.Kera
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, x]))
 
 
+def _separable_features(x: keras.KerasTensor, width: float) -> keras.KerasTensor:
+    x = _convolution(x, int(32 * width), 2, name="stem", relu_max=6.0)
+    for index, (filters, stride) in enumerate(BACKBONE_BLOCKS):
+        x = _separable_block(x, int(filters * width), stride, name=f"block{index + 1}")
+    return x
+
+
+def _residual_features(x: keras.KerasTensor, width: float) -> keras.KerasTensor:
+    x = _convolution(x, int(RESIDUAL_STAGES[0] * width) // 2, 2, name="stem")
+    for index, filters in enumerate(RESIDUAL_STAGES):
+        x = _residual_stage(x, int(filters * width), name=f"stage{index + 1}")
+    return x
+
+
 def backbone(
     inputs: keras.KerasTensor, width: float = 1.0, architecture: str = "separable"
 ) -> keras.KerasTensor:
     """Pixels 0..255 -> a pooled feature vector."""
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
     if architecture == "separable":
-        x = layers.Conv2D(
-            int(32 * width), 3, strides=2, padding="same", use_bias=False, name="stem"
-        )(x)
-        x = layers.BatchNormalization(name="stem_bn")(x)
-        x = layers.ReLU(6.0, name="stem_relu")(x)
-        for index, (filters, stride) in enumerate(BACKBONE_BLOCKS):
-            x = _separable_block(x, int(filters * width), stride, name=f"block{index + 1}")
+        x = _separable_features(x, width)
     elif architecture == "residual":
-        x = _convolution(x, int(RESIDUAL_STAGES[0] * width) // 2, 2, name="stem")
-        for index, filters in enumerate(RESIDUAL_STAGES):
-            x = _residual_stage(x, int(filters * width), name=f"stage{index + 1}")
+        x = _residual_features(x, width)
     else:
         raise ValueError(f"unknown architecture {architecture!r}; one of {list(ARCHITECTURES)}")
     return layers.GlobalAveragePooling2D(name="pool")(x)

@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         title="age-gender-classifier",
         summary=(
             f"{ARCHITECTURES[args.architecture]} that gives, for one aligned face crop, "
-            "probabilities of five age "
-            "buckets (0-24, 25-49, 50-74, 75-99, 100-124) and of the two gender labels, plus an "
+            "probabilities of five age buckets (0-24, 25-49, 50-74, 75-99, 100-124) and of the "
+            "two gender labels, plus an "
             "auxiliary distribution over ages 0-116 (trained with a quarter of the loss weight; "
             f"temperature {temperature:.3f} fitted on the calibration split). The service "
             "averages its gender head with the age-regressor's and pools its age distribution "

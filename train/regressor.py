@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         title="age-regressor",
         summary=(
             f"{ARCHITECTURES[args.architecture]} that gives, for one aligned face crop, "
-            "a probability distribution "
-            "over ages 0-116, and an auxiliary gender head. The service pools this "
+            "a probability distribution over ages 0-116, and an auxiliary gender head. The "
+            "service pools this "
             "distribution (after a temperature, "
             f"{temperature:.3f}, fitted on the calibration split) with the classifier's auxiliary "
             "one (see README, Models) and reports the mean as the age and the 10%-90% "
