@@ -33,6 +33,17 @@ def test_the_residual_backbone_adds_its_shortcuts_at_each_stage() -> None:
     assert model.get_layer("pool").input.shape == (None, 4, 4, 160)
 
 
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_a_stride_3_stem_gives_96_pixels_the_64_pixel_feature_maps(architecture: str) -> None:
+    at_64 = classifier_model(64, 1.0, 0.3, AGES, architecture)
+    at_96 = classifier_model(96, 1.0, 0.3, AGES, architecture, stem_stride=3)
+
+    assert at_96.get_layer("stem").kernel_size == (5, 5)
+    assert at_96.get_layer("stem").output.shape == at_64.get_layer("stem").output.shape
+    assert at_96.get_layer("pool").input.shape == at_64.get_layer("pool").input.shape
+    assert count_flops(at_96) < 1.1 * count_flops(at_64)
+
+
 def test_an_unknown_architecture_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown architecture"):
         classifier_model(64, 1.0, 0.3, AGES, "transformer")

@@ -49,8 +49,9 @@ def write_utkface_folder(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Both scripts run once (the classifier with the residual backbone, the regressor with the
-    separable one, a WIKI file and every degradation); returns the models folder."""
+    """Both scripts run once (the classifier with the residual backbone and a stride-3 stem, the
+    regressor with the separable one, a WIKI file and every degradation); returns the models
+    folder."""
     root = tmp_path_factory.mktemp("training")
     write_utkface_folder(root / "utkface")
     wiki = write_metadata(root)
@@ -58,7 +59,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     common = ["--data", str(root / "utkface"), "--models-dir", str(root / "models")]
     common += ["--cache-dir", str(root / "cache"), "--size", "32", "--epochs", "1"]
     common += ["--batch-size", "8", "--version", "0.0.1"]  # no --threads: TF is running already
-    assert classifier.main([*common, "--architecture", "residual"]) == 0
+    assert classifier.main([*common, "--architecture", "residual", "--stem-stride", "3"]) == 0
     degradations = ["--zoom-out", "0.5", "--greyscale", "0.25", "--low-res", "0.75"]
     assert regressor.main([*common, "--wiki", str(wiki), *degradations]) == 0
     return root / "models"
@@ -107,8 +108,9 @@ def test_the_manifest_records_the_architecture(trained: Path) -> None:
         manifest = json.loads((trained / name / "0.0.1" / MANIFEST_FILE).read_text())
         return dict(manifest["training"]["config"])
 
-    assert config(CLASSIFIER_NAME)["architecture"] == "residual"
-    assert config(REGRESSOR_NAME)["architecture"] == "separable"
+    classifier_config, regressor_config = config(CLASSIFIER_NAME), config(REGRESSOR_NAME)
+    assert (classifier_config["architecture"], classifier_config["stem_stride"]) == ("residual", 3)
+    assert (regressor_config["architecture"], regressor_config["stem_stride"]) == ("separable", 2)
 
 
 def test_the_registry_serves_what_the_scripts_wrote(trained: Path) -> None:

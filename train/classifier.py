@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     train = data.splits["train"]
     calibration, validation = data.splits["calibration"], data.splits["validation"]
 
-    model = classifier_model(args.size, args.width, args.dropout, AGES, args.architecture)
+    model = classifier_model(
+        args.size, args.width, args.dropout, AGES, args.architecture, args.stem_stride
+    )
     model.compile(
         optimizer=optimizer(args, len(train.names)),
         loss={

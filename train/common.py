@@ -52,6 +52,13 @@ def base_parser(description: str, default_epochs: int) -> argparse.ArgumentParse
         help="backbone (train/architectures.py)",
     )
     parser.add_argument("--size", type=int, default=64, help="input height and width in pixels")
+    parser.add_argument(
+        "--stem-stride",
+        type=int,
+        choices=(2, 3),
+        default=2,
+        help="stride of the first convolution (3, with a 5x5 kernel: for --size 96)",
+    )
     parser.add_argument("--width", type=float, default=1.0, help="channel multiplier")
     parser.add_argument("--dropout", type=float, default=0.3)
     parser.add_argument(

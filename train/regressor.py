@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"IMDB-WIKI: {extra_data}; training on {len(train.names)} faces")
     calibration, validation = data.splits["calibration"], data.splits["validation"]
 
-    model = regressor_model(args.size, args.width, args.dropout, AGES, args.architecture)
+    model = regressor_model(
+        args.size, args.width, args.dropout, AGES, args.architecture, args.stem_stride
+    )
     model.compile(
         optimizer=optimizer(args, len(train.names)),
         loss={
