@@ -11,7 +11,7 @@ Commands (from the repository root, with the project installed: `make install`):
     # a two-minute smoke run into a scratch folder:
     .venv/bin/python -m train.classifier --epochs 1 --limit 512 --models-dir /tmp/models
 
-Decoded 64x64 images are cached in .cache/ (first run: about a minute to decode).
+Decoded images (--size pixels square) are cached in .cache/ (first run: about a minute to decode).
 """
 
 from __future__ import annotations
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             "75-99 and 100-124 are rare in UTKFace (100-124: a few dozen images); their accuracy "
             "is low and its estimate is noisy, despite inverse-sqrt-frequency loss weights.",
             "Gender of babies and young children is close to chance from appearance.",
-            "Trained on tightly aligned UTKFace chips at 64x64: other crops, profile views, "
-            "occlusion, heavy make-up or low light reduce accuracy.",
+            f"Trained on tightly aligned UTKFace chips at {args.size}x{args.size}: other crops, "
+            "profile views, occlusion, heavy make-up or low light reduce accuracy.",
         ],
     )
     bundle = write_bundle(args.models_dir, model, manifest_fields, card)

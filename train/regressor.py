@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             "(coverage per group is in the table).",
             "Infants and toddlers have small absolute errors but large relative ones.",
             "Few faces over 90 in UTKFace: estimates there shrink towards younger ages.",
-            "Trained on tightly aligned UTKFace chips at 64x64: other crops or poses reduce "
-            "accuracy.",
+            f"Trained on tightly aligned UTKFace chips at {args.size}x{args.size}: other crops or "
+            "poses reduce accuracy.",
         ],
     )
     bundle = write_bundle(args.models_dir, model, manifest_fields, card)
