@@ -105,6 +105,15 @@ def backbone(
     return layers.GlobalAveragePooling2D(name="pool")(x)
 
 
+def _face_features(
+    size: int, width: float, dropout: float, architecture: str, stem_stride: int
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """A size x size RGB input and the backbone's features after dropout, for the heads."""
+    inputs = keras.Input((size, size, 3), name="face")
+    features = backbone(inputs, width, architecture, stem_stride)
+    return inputs, layers.Dropout(dropout, name="dropout")(features)
+
+
 def classifier_model(
     size: int,
     width: float,
@@ -118,10 +127,7 @@ def classifier_model(
     The auxiliary head gives the backbone the ordering of ages that bucket labels hide, and the
     registry averages its calibrated distribution with the regressor's.
     """
-    inputs = keras.Input((size, size, 3), name="face")
-    features = layers.Dropout(dropout, name="dropout")(
-        backbone(inputs, width, architecture, stem_stride)
-    )
+    inputs, features = _face_features(size, width, dropout, architecture, stem_stride)
     outputs = {
         "age_bucket": layers.Dense(5, activation="softmax", name="age_bucket")(features),
         "gender": layers.Dense(2, activation="softmax", name="gender")(features),
@@ -143,10 +149,7 @@ def regressor_model(
     The age distribution gives the mean and the interval; the registry averages the gender head
     with the classifier's.
     """
-    inputs = keras.Input((size, size, 3), name="face")
-    features = layers.Dropout(dropout, name="dropout")(
-        backbone(inputs, width, architecture, stem_stride)
-    )
+    inputs, features = _face_features(size, width, dropout, architecture, stem_stride)
     outputs = {
         "age_logits": layers.Dense(ages, name="age_logits")(features),
         "gender": layers.Dense(2, activation="softmax", name="gender")(features),
