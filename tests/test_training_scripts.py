@@ -26,7 +26,9 @@ from facedemo.manifest import (
     REGRESSOR_NAME,
 )
 from facedemo.registry import Registry
-from train import classifier, regressor
+from train import classifier, regressor, teacher
+from train.distill import TEACHER_OUTPUT
+from train.teacher import EMBEDDING_SIZE
 
 AGES = (5, 30, 60, 80)  # four buckets
 IMAGES_PER_GROUP = 10  # per (bucket, gender): enough for one calibration and validation image
@@ -47,11 +49,23 @@ def write_utkface_folder(folder: Path) -> None:
                 (folder / name).write_bytes(buffer.getvalue())
 
 
+def fake_embedding(path: Path) -> np.ndarray:
+    """A stand-in for the dlib teacher: the image's mean colour, spread over 128 numbers."""
+    with Image.open(path) as image:
+        colour = np.asarray(image.convert("RGB"), dtype=np.float32).mean(axis=(0, 1))
+    return np.tile(colour / 255.0 - 0.5, EMBEDDING_SIZE // 3 + 1)[:EMBEDDING_SIZE]
+
+
+def write_teacher_cache(data: Path, cache_dir: Path) -> None:
+    paths = sorted(data.iterdir())
+    teacher.embed_missing(paths, teacher.cache_path(cache_dir, data), 1, fake_embedding)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Both scripts run once (the classifier with the residual backbone and a stride-3 stem, the
-    regressor with the separable one, a WIKI file and every degradation); returns the models
-    folder."""
+    """Both scripts run once (the classifier with the residual backbone, a stride-3 stem and a
+    stand-in teacher to distil, the regressor with the separable one, a WIKI file and every
+    degradation); returns the models folder."""
     root = tmp_path_factory.mktemp("training")
     write_utkface_folder(root / "utkface")
     wiki = write_metadata(root)
@@ -59,7 +73,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     common = ["--data", str(root / "utkface"), "--models-dir", str(root / "models")]
     common += ["--cache-dir", str(root / "cache"), "--size", "32", "--epochs", "1"]
     common += ["--batch-size", "8", "--version", "0.0.1"]  # no --threads: TF is running already
-    assert classifier.main([*common, "--architecture", "residual", "--stem-stride", "3"]) == 0
+    write_teacher_cache(root / "utkface", root / "cache")
+    residual = ["--architecture", "residual", "--stem-stride", "3"]
+    assert classifier.main([*common, *residual, "--distill-weight", "0.5"]) == 0
     degradations = ["--zoom-out", "0.5", "--greyscale", "0.25", "--low-res", "0.75"]
     assert regressor.main([*common, "--wiki", str(wiki), *degradations]) == 0
     return root / "models"
@@ -111,6 +127,27 @@ def test_the_manifest_records_the_architecture(trained: Path) -> None:
     classifier_config, regressor_config = config(CLASSIFIER_NAME), config(REGRESSOR_NAME)
     assert (classifier_config["architecture"], classifier_config["stem_stride"]) == ("residual", 3)
     assert (regressor_config["architecture"], regressor_config["stem_stride"]) == ("separable", 2)
+
+
+def test_the_served_classifier_has_no_teacher_head(trained: Path) -> None:
+    bundle = trained / CLASSIFIER_NAME / "0.0.1"
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    model = keras.saving.load_model(bundle / MODEL_FILE)
+
+    assert manifest["training"]["config"]["distill_weight"] == 0.5
+    assert "--distill-weight 0.5" in manifest["training"]["command"]
+    assert TEACHER_OUTPUT not in model.output_names
+    assert set(model.output_names) == set(manifest["outputs"])
+
+
+def test_distilling_without_the_teachers_embeddings_stops_with_a_hint(tmp_path: Path) -> None:
+    write_utkface_folder(tmp_path / "utkface")
+    arguments = ["--data", str(tmp_path / "utkface"), "--models-dir", str(tmp_path / "models")]
+    arguments += ["--cache-dir", str(tmp_path / "cache"), "--size", "32", "--epochs", "1"]
+
+    with pytest.raises(SystemExit, match="run `python -m train.teacher"):
+        regressor.main([*arguments, "--distill-weight", "1"])
+    assert not (tmp_path / "models").exists()
 
 
 def test_the_registry_serves_what_the_scripts_wrote(trained: Path) -> None:

