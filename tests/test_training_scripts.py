@@ -108,7 +108,8 @@ def test_the_regressor_records_the_wiki_photos(trained: Path) -> None:
     # Flat grey photos: the service's detector finds no face in them, so none is used.
     assert extra["passed_filters"] == 3
     assert extra["used"] + extra["no_face"] + extra["undecodable"] == 3
-    assert "IMDB-WIKI" in (trained / REGRESSOR_NAME / "0.0.1" / MODEL_CARD_FILE).read_text()
+    card = (trained / REGRESSOR_NAME / "0.0.1" / MODEL_CARD_FILE).read_text()
+    assert "IMDB-WIKI" in card and "teacher" not in card
 
 
 def test_the_manifest_records_the_degradations(trained: Path) -> None:
@@ -137,6 +138,7 @@ def test_the_served_classifier_has_no_teacher_head(trained: Path) -> None:
     assert manifest["training"]["config"]["distill_weight"] == 0.5
     assert "--distill-weight 0.5" in manifest["training"]["command"]
     assert TEACHER_OUTPUT not in model.output_names
+    assert "Distilled from a face-recognition teacher" in (bundle / MODEL_CARD_FILE).read_text()
     assert set(model.output_names) == set(manifest["outputs"])
 
 

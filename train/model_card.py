@@ -44,6 +44,19 @@ def _extra_data(extra: dict[str, Any] | None) -> str:
     )
 
 
+def _teacher(config: dict[str, Any]) -> str:
+    weight = config.get("distill_weight") or 0
+    if not weight:
+        return ""
+    return (
+        "\nDistilled from a face-recognition teacher: a head that exists only in training (not "
+        "in this model) learnt dlib's ResNet face descriptor of each training face (cosine loss, "
+        f"weight {weight}; CC0 weights from the face-recognition-models package, trained on "
+        "about 3 million faces of other data sets). The descriptors come from "
+        "`python -m train.teacher` (train/teacher.py), run before this command.\n"
+    )
+
+
 def render(
     *,
     title: str,
@@ -80,7 +93,7 @@ is used only for fitting calibration; the validation split only for the figures 
 {training["threads"]} CPU threads (TensorFlow {training["tensorflow"]}, Keras {training["keras"]}).
 Input: {manifest_fields["input"]["height"]}x{manifest_fields["input"]["width"]} RGB.
 Parameters: see manifest; about {manifest_fields["flops_per_face"] / 1e6:.0f} MFLOPs per face.
-
+{_teacher(training["config"])}
 ## Validation figures
 {metrics_table(report, columns)}
 
