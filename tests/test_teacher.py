@@ -65,3 +65,34 @@ def test_the_dlib_teacher_embeds_a_face_chip(tmp_path: Path) -> None:
 
     assert vector.shape == (teacher.EMBEDDING_SIZE,) and np.isfinite(vector).all()
     assert 0.1 < float(np.linalg.norm(vector)) < 10
+
+
+def test_distillation_targets_are_the_cached_embeddings_centred(tmp_path: Path) -> None:
+    import argparse
+
+    from train.distill import teacher_embeddings
+    from train.utkface import ArraySet
+
+    data, cache_dir = tmp_path / "utkface", tmp_path / "cache"
+    rng = np.random.default_rng(0)
+    stored = {
+        f"face{index}.jpg": rng.normal(1.0, 0.1, teacher.EMBEDDING_SIZE) for index in range(4)
+    }
+    teacher.save_cache(teacher.cache_path(cache_dir, data), stored)
+    args = argparse.Namespace(data=data, cache_dir=cache_dir)
+    empty = np.zeros(3, np.int32)
+    faces = ArraySet(
+        np.zeros((3, 8, 8, 3), np.uint8),
+        empty,
+        empty,
+        empty,
+        ["face2.jpg", "face0.jpg", "face3.jpg"],
+    )
+
+    targets = teacher_embeddings(args, faces)
+
+    raw = np.stack([stored[name] for name in faces.names])
+    np.testing.assert_allclose(targets, raw - raw.mean(axis=0), atol=1e-6)
+    faces.names[1] = "not-embedded.jpg"
+    with pytest.raises(SystemExit, match="1 training faces have no teacher embedding"):
+        teacher_embeddings(args, faces)

@@ -2,8 +2,13 @@
 
 Commands (from the repository root, with the project installed: `make install`):
 
-    # the committed bundle models/age-regressor/1.4.0 (trained side by side with the classifier
-    # 1.2.0, one core each; 78 minutes):
+    # the committed bundle models/age-regressor/1.5.0 (distilled from the teacher's descriptors,
+    # which `python -m train.teacher` computes first; trained side by side with the classifier
+    # 1.3.0, one core each; 74 minutes):
+    .venv/bin/python -m train.regressor --data ../shared/data/utkface --version 1.5.0 --threads 1 \
+        --architecture residual --epochs 28 --max-minutes 88 --augment 0.5 --dropout 0.1 \
+        --zoom-out 0.15 --greyscale 0.1 --low-res 0.1 --distill-weight 1
+    # the earlier bundle 1.4.0 (the same without the teacher, beside the classifier 1.2.0):
     .venv/bin/python -m train.regressor --data ../shared/data/utkface --version 1.4.0 --threads 1 \
         --architecture residual --epochs 28 --max-minutes 88 --augment 0.5 --dropout 0.1 \
         --zoom-out 0.15 --greyscale 0.1 --low-res 0.1
