@@ -48,8 +48,3 @@ def teacher_embeddings(args: argparse.Namespace, arrays: ArraySet) -> np.ndarray
         )
     embeddings = np.stack([cached[name] for name in arrays.names]).astype(np.float32)
     return embeddings - embeddings.mean(axis=0)
-
-
-def distillation_loss() -> keras.losses.Loss:
-    """Minus the cosine between the head's output and the teacher's embedding."""
-    return keras.losses.CosineSimilarity()

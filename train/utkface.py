@@ -19,6 +19,8 @@ import numpy as np
 from facedemo.manifest import age_bucket
 from facedemo.utkface_names import IMAGE_SUFFIXES, FaceLabel, parse_name
 
+MAX_PIXELS = 40_000_000  # the service's default limit on a decoded image (facedemo.config)
+
 
 @dataclass(frozen=True)
 class LabelledImage:
@@ -143,9 +145,16 @@ def concatenate(first: ArraySet, second: ArraySet) -> ArraySet:
     )
 
 
+def read_rgb(path: Path) -> np.ndarray:
+    """The photo at `path` as an RGB array, decoded the way the service decodes an upload."""
+    from facedemo.imaging import decode_image
+
+    return decode_image(path.read_bytes(), max_pixels=MAX_PIXELS)
+
+
 def load_arrays(images: list[LabelledImage], size: int, cache_dir: Path | None) -> ArraySet:
     """Decode and resize `images` to size x size, reusing a cache keyed by content and size."""
-    from facedemo.imaging import decode_image, resize_rgb
+    from facedemo.imaging import resize_rgb
 
     key = hashlib.sha256(f"{dataset_checksum(images)}|{size}|v1".encode()).hexdigest()[:16]
     cache_file = None if cache_dir is None else cache_dir / f"utkface-{size}-{key}.npz"
@@ -156,8 +165,7 @@ def load_arrays(images: list[LabelledImage], size: int, cache_dir: Path | None) 
     else:
         pixels = np.empty((len(images), size, size, 3), dtype=np.uint8)
         for row, item in enumerate(images):
-            decoded = decode_image(item.path.read_bytes(), max_pixels=40_000_000)
-            pixels[row] = resize_rgb(decoded, (size, size))
+            pixels[row] = resize_rgb(read_rgb(item.path), (size, size))
         if cache_file is not None:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache_file, images=pixels)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from facedemo.errors import InputError
-from train.utkface import ArraySet, LabelledImage, dataset_checksum
+from train.utkface import ArraySet, LabelledImage, dataset_checksum, read_rgb
 from train.wiki import load_wiki
 
 # An aligned chip at the training size, or None when the photo shows no usable face.
@@ -64,8 +64,6 @@ def load_chips(
     images: list[LabelledImage], size: int, cache_dir: Path | None, make_chip: ChipMaker
 ) -> tuple[ArraySet, ChipReport]:
     """Decode each photo, make its chip, and return the kept ones with their labels (cached)."""
-    from facedemo.imaging import decode_image
-
     key = hashlib.sha256(f"{dataset_checksum(images)}|{size}|aligned-v1".encode()).hexdigest()[:16]
     cache_file = None if cache_dir is None else cache_dir / f"wiki-{size}-{key}.npz"
     if cache_file is not None and cache_file.exists():
@@ -76,7 +74,7 @@ def load_chips(
         chips, rows, undecodable, no_face = [], [], 0, 0
         for row, item in enumerate(images):
             try:
-                image = decode_image(item.path.read_bytes(), max_pixels=40_000_000)
+                image = read_rgb(item.path)
             except (InputError, OSError):
                 undecodable += 1
                 continue
