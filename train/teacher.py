@@ -11,8 +11,8 @@ what the teacher knows; the head is dropped from the served model, which costs w
     .venv/bin/python -m train.teacher --data ../shared/data/utkface --workers 2
 
 The teacher is slow on a CPU (a tenth to a quarter of a second a face, by machine: 16 to 40
-minutes for the training split on two cores), so the embeddings are cached in one file per image folder and a
-run only computes what the cache lacks.
+minutes for the training split on two cores), so the embeddings are cached in one file per
+image folder and a run only computes what the cache lacks.
 """
 
 from __future__ import annotations
