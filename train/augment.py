@@ -16,7 +16,7 @@ MAX_SHIFT_FRACTION = 0.06
 MAX_BRIGHTNESS_DELTA = 0.12 * 255.0
 MAX_CONTRAST_CHANGE = 0.25
 
-# Degradations (off by default; the regressors 1.3.0 and 1.4.0 trained with them): a zoomed-out
+# Degradations (off by default; every regressor since 1.3.0 trained with them): a zoomed-out
 # image shrinks to 65-90% of its size inside a border of its own edge pixels (as the served
 # alignment frames a face near the photo's edge); a low-resolution one passes through 16-40
 # pixels square and back.
