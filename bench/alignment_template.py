@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facedemo.config import DEFAULT_MAX_IMAGE_PIXELS
 from facedemo.imaging import decode_image
 
 LANDMARK_NAMES = ("left eye", "right eye", "nose", "mouth left", "mouth right")
-MAX_PIXELS = 40_000_000
 
 
 def chip_paths(folder: Path, count: int) -> list[Path]:
@@ -40,7 +40,7 @@ def measure(paths: list[Path]) -> tuple[np.ndarray, int]:
     detector = Detector.load()
     found = []
     for path in paths:
-        image = decode_image(path.read_bytes(), max_pixels=MAX_PIXELS)
+        image = decode_image(path.read_bytes(), max_pixels=DEFAULT_MAX_IMAGE_PIXELS)
         faces = detector.detect(image)
         if faces:
             height, width = image.shape[:2]

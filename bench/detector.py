@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from bench.readme import write_section
 
+from facedemo.config import DEFAULT_MAX_IMAGE_PIXELS
 from facedemo.imaging import decode_image, resize_rgb
 
 SECTION = "## Face detector"
@@ -42,7 +43,6 @@ SIDES = (1024, 2048)
 IOU_MATCH = 0.5
 OUR_CONFIDENCE = 0.95
 STOCK_CONFIDENCE = 0.8
-MAX_PIXELS = 40_000_000
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2
 
@@ -144,9 +144,10 @@ def photos(utkface: Path | None, chips: int) -> list[Case]:
         paths = sorted(path for path in utkface.iterdir() if path.suffix.lower() == ".jpg")
         wanted = 4 + 9 + 16 + chips
         step = max(1, len(paths) // wanted)
-        images = [decode_image(path.read_bytes(), max_pixels=MAX_PIXELS) for path in paths[::step]][
-            :wanted
-        ]
+        images = [
+            decode_image(path.read_bytes(), max_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+            for path in paths[::step]
+        ][:wanted]
         images = [resize_rgb(image, (200, 200)) for image in images]
         found.append(Case("UTKFace grid 2x2", grid(images[:4], 2)))
         found.append(Case("UTKFace grid 3x3", grid(images[4:13], 3)))

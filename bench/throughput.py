@@ -86,13 +86,14 @@ def registry_throughput(
     models_dir: Path, images: list[bytes], min_seconds: float
 ) -> dict[int, float]:
     """Images/s of Registry.predict at each padded batch size, on the serving crops."""
+    from facedemo.config import DEFAULT_MAX_IMAGE_PIXELS
     from facedemo.imaging import decode_image, resize_rgb
     from facedemo.registry import Registry
 
     registry = Registry.load(models_dir)
     crops = np.stack(
         [
-            resize_rgb(decode_image(data, max_pixels=40_000_000), registry.input_size)
+            resize_rgb(decode_image(data, max_pixels=DEFAULT_MAX_IMAGE_PIXELS), registry.input_size)
             for data in images
         ]
     )

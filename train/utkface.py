@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from facedemo.config import DEFAULT_MAX_IMAGE_PIXELS
 from facedemo.manifest import age_bucket
 from facedemo.utkface_names import IMAGE_SUFFIXES, FaceLabel, parse_name
-
-MAX_PIXELS = 40_000_000  # the service's default limit on a decoded image (facedemo.config)
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,7 @@ def read_rgb(path: Path) -> np.ndarray:
     """The photo at `path` as an RGB array, decoded the way the service decodes an upload."""
     from facedemo.imaging import decode_image
 
-    return decode_image(path.read_bytes(), max_pixels=MAX_PIXELS)
+    return decode_image(path.read_bytes(), max_pixels=DEFAULT_MAX_IMAGE_PIXELS)
 
 
 def load_arrays(images: list[LabelledImage], size: int, cache_dir: Path | None) -> ArraySet:

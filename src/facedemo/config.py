@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # src/facedemo/config.py -> the repository root holds models/ (an editable or source install).
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+# Largest decoded image (width x height) by default; training and bench code read photos with it.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 
 Device = Literal["auto", "cpu", "gpu"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -29,7 +31,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `facedemo serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `facedemo serve` listens on.")
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest accepted upload.")
-    max_image_pixels: int = Field(40_000_000, gt=0, description="Largest decoded image (w*h).")
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_IMAGE_PIXELS, gt=0, description="Largest decoded image (w*h)."
+    )
     max_batch_images: int = Field(32, gt=0, description="Most images in one /predict/batch.")
     device: Device = Field("auto", description="auto: GPU if visible, else CPU; gpu: GPU or fail.")
     detector_max_side: int = Field(
