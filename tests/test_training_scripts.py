@@ -64,8 +64,8 @@ def write_teacher_cache(data: Path, cache_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Both scripts run once (the classifier with the residual backbone, a stride-3 stem and a
-    stand-in teacher to distil, the regressor with the separable one, a WIKI file and every
-    degradation); returns the models folder."""
+    stand-in teacher to distil, the regressor with the separable one, a WIKI file, every
+    degradation and its own age-loss weight); returns the models folder."""
     root = tmp_path_factory.mktemp("training")
     write_utkface_folder(root / "utkface")
     wiki = write_metadata(root)
@@ -77,7 +77,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     residual = ["--architecture", "residual", "--stem-stride", "3"]
     assert classifier.main([*common, *residual, "--distill-weight", "0.5"]) == 0
     degradations = ["--zoom-out", "0.5", "--greyscale", "0.25", "--low-res", "0.75"]
-    assert regressor.main([*common, "--wiki", str(wiki), *degradations]) == 0
+    age_loss = ["--age-l1-weight", "0.5"]
+    assert regressor.main([*common, "--wiki", str(wiki), *degradations, *age_loss]) == 0
     return root / "models"
 
 
@@ -112,12 +113,13 @@ def test_the_regressor_records_the_wiki_photos(trained: Path) -> None:
     assert "IMDB-WIKI" in card and "teacher" not in card
 
 
-def test_the_manifest_records_the_degradations(trained: Path) -> None:
+def test_the_manifest_records_the_degradations_and_age_loss_weight(trained: Path) -> None:
     manifest = json.loads((trained / REGRESSOR_NAME / "0.0.1" / MANIFEST_FILE).read_text())
     config = manifest["training"]["config"]
 
     assert (config["zoom_out"], config["greyscale"], config["low_res"]) == (0.5, 0.25, 0.75)
     assert "--low-res 0.75" in manifest["training"]["command"]
+    assert config["age_l1_weight"] == 0.5
 
 
 def test_the_manifest_records_the_architecture(trained: Path) -> None:

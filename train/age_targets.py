@@ -8,6 +8,8 @@ split), makes the 10%-90% quantiles of the distribution an 80% interval.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import tensorflow as tf
 
@@ -17,21 +19,28 @@ from facedemo.utkface_names import MAX_AGE
 
 AGES = MAX_AGE + 1  # logits over 0..116
 LABEL_SIGMA_YEARS = 2.5
-EXPECTED_AGE_L1_WEIGHT = 0.05
+EXPECTED_AGE_L1_WEIGHT = 0.05  # the default share of the L1 term (`--age-l1-weight`)
 INTERVAL_LEVEL = 0.8
 AGE_LOGITS_SPEC = OutputSpec(kind="logits", labels=[str(age) for age in range(AGES)])
 
 
-def age_distribution_loss(true_age: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """Cross-entropy against a Gaussian around the true age + L1 of the expected age."""
-    ages = tf.range(AGES, dtype=tf.float32)
-    true_age = tf.reshape(tf.cast(true_age, tf.float32), (-1, 1))
-    target = tf.exp(-0.5 * tf.square((ages - true_age) / LABEL_SIGMA_YEARS))
-    target /= tf.reduce_sum(target, axis=1, keepdims=True)
-    log_probabilities = tf.nn.log_softmax(logits, axis=1)
-    cross_entropy = -tf.reduce_sum(target * log_probabilities, axis=1)
-    expected = tf.reduce_sum(tf.exp(log_probabilities) * ages, axis=1)
-    return cross_entropy + EXPECTED_AGE_L1_WEIGHT * tf.abs(expected - true_age[:, 0])
+def age_distribution_loss(
+    l1_weight: float = EXPECTED_AGE_L1_WEIGHT,
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """Cross-entropy against a Gaussian around the true age + `l1_weight` x L1 of the expected
+    age."""
+
+    def loss(true_age: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        ages = tf.range(AGES, dtype=tf.float32)
+        true_age = tf.reshape(tf.cast(true_age, tf.float32), (-1, 1))
+        target = tf.exp(-0.5 * tf.square((ages - true_age) / LABEL_SIGMA_YEARS))
+        target /= tf.reduce_sum(target, axis=1, keepdims=True)
+        log_probabilities = tf.nn.log_softmax(logits, axis=1)
+        cross_entropy = -tf.reduce_sum(target * log_probabilities, axis=1)
+        expected = tf.reduce_sum(tf.exp(log_probabilities) * ages, axis=1)
+        return cross_entropy + l1_weight * tf.abs(expected - true_age[:, 0])
+
+    return loss
 
 
 def expected_age_mae(true_age: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

@@ -16,7 +16,7 @@ import tensorflow as tf
 from facedemo.age_distribution import age_summary
 from facedemo.manifest import AGE_BUCKET_LABELS
 from facedemo.metrics import Estimates, Labels, buckets_of, evaluation_report
-from train.age_targets import INTERVAL_LEVEL, calibrate
+from train.age_targets import EXPECTED_AGE_L1_WEIGHT, INTERVAL_LEVEL, calibrate
 from train.architectures import ARCHITECTURES
 from train.augment import Degradations
 from train.utkface import (
@@ -82,6 +82,13 @@ def base_parser(description: str, default_epochs: int) -> argparse.ArgumentParse
         default=0.0,
         help="loss weight of a head that learns the face-recognition teacher's embeddings "
         "(train/teacher.py, which must have run first); 0: no teacher",
+    )
+    parser.add_argument(
+        "--age-l1-weight",
+        type=float,
+        default=EXPECTED_AGE_L1_WEIGHT,
+        help="weight of the L1 term on the expected age in the age head's loss "
+        "(train/age_targets.py)",
     )
     parser.add_argument("--epochs", type=int, default=default_epochs)
     parser.add_argument("--batch-size", type=int, default=64)

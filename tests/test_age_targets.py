@@ -1,0 +1,41 @@
+"""The age head's loss: a Gaussian label distribution plus a weighted L1 on the expected age."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from train.age_targets import AGES, age_distribution_loss
+
+
+def peaked_logits(age: int) -> tf.Tensor:
+    """Logits whose softmax puts nearly all its mass on `age`."""
+    return tf.constant(np.where(np.arange(AGES) == age, 20.0, 0.0)[None, :], tf.float32)
+
+
+def expected_age(logits: tf.Tensor) -> float:
+    return float(tf.reduce_sum(tf.nn.softmax(logits) * tf.range(AGES, dtype=tf.float32)))
+
+
+def test_the_loss_is_lowest_for_a_distribution_at_the_true_age() -> None:
+    loss = age_distribution_loss()
+    true_age = tf.constant([30.0])
+
+    at_age = float(loss(true_age, peaked_logits(30))[0])
+    near = float(loss(true_age, peaked_logits(32))[0])
+    far = float(loss(true_age, peaked_logits(60))[0])
+
+    assert at_age < near < far
+
+
+@pytest.mark.parametrize("l1_weight", [0.5, 2.0])
+def test_the_l1_weight_scales_the_distance_of_the_expected_age(l1_weight: float) -> None:
+    true_age = tf.constant([40.0, 7.0])
+    logits = tf.constant(np.random.default_rng(0).normal(size=(2, AGES)), tf.float32)
+    distances = np.abs([expected_age(logits[:1]) - 40.0, expected_age(logits[1:]) - 7.0])
+
+    without = age_distribution_loss(0.0)(true_age, logits).numpy()
+    weighted = age_distribution_loss(l1_weight)(true_age, logits).numpy()
+
+    np.testing.assert_allclose(weighted - without, l1_weight * distances, rtol=1e-4)
