@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from train.age_targets import AGES, age_distribution_loss
+from train.age_targets import AGES, EXPECTED_AGE_L1_WEIGHT, age_distribution_loss
 
 
 def peaked_logits(age: int) -> tf.Tensor:
@@ -19,7 +19,7 @@ def expected_age(logits: tf.Tensor) -> float:
 
 
 def test_the_loss_is_lowest_for_a_distribution_at_the_true_age() -> None:
-    loss = age_distribution_loss()
+    loss = age_distribution_loss(EXPECTED_AGE_L1_WEIGHT)
     true_age = tf.constant([30.0])
 
     at_age = float(loss(true_age, peaked_logits(30))[0])

@@ -24,9 +24,7 @@ INTERVAL_LEVEL = 0.8
 AGE_LOGITS_SPEC = OutputSpec(kind="logits", labels=[str(age) for age in range(AGES)])
 
 
-def age_distribution_loss(
-    l1_weight: float = EXPECTED_AGE_L1_WEIGHT,
-) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+def age_distribution_loss(l1_weight: float) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """Cross-entropy against a Gaussian around the true age + `l1_weight` x L1 of the expected
     age."""
 
