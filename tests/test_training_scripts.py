@@ -64,8 +64,9 @@ def write_teacher_cache(data: Path, cache_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Both scripts run once (the classifier with the residual backbone, a stride-3 stem and a
-    stand-in teacher to distil, the regressor with the separable one, a WIKI file, every
-    degradation and its own age-loss weight); returns the models folder."""
+    stand-in teacher to distil, also into its gender targets; the regressor with the separable
+    one, a WIKI file, every degradation and its own age-loss weight); returns the models
+    folder."""
     root = tmp_path_factory.mktemp("training")
     write_utkface_folder(root / "utkface")
     wiki = write_metadata(root)
@@ -75,7 +76,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     common += ["--batch-size", "8", "--version", "0.0.1"]  # no --threads: TF is running already
     write_teacher_cache(root / "utkface", root / "cache")
     residual = ["--architecture", "residual", "--stem-stride", "3"]
-    assert classifier.main([*common, *residual, "--distill-weight", "0.5"]) == 0
+    teacher_lessons = ["--distill-weight", "0.5", "--teacher-gender-weight", "0.25"]
+    assert classifier.main([*common, *residual, *teacher_lessons]) == 0
     degradations = ["--zoom-out", "0.5", "--greyscale", "0.25", "--low-res", "0.75"]
     age_loss = ["--age-l1-weight", "0.5"]
     assert regressor.main([*common, "--wiki", str(wiki), *degradations, *age_loss]) == 0
@@ -140,7 +142,10 @@ def test_the_served_classifier_has_no_teacher_head(trained: Path) -> None:
     assert manifest["training"]["config"]["distill_weight"] == 0.5
     assert "--distill-weight 0.5" in manifest["training"]["command"]
     assert TEACHER_OUTPUT not in model.output_names
-    assert "Distilled from a face-recognition teacher" in (bundle / MODEL_CARD_FILE).read_text()
+    assert manifest["training"]["config"]["teacher_gender_weight"] == 0.25
+    card = (bundle / MODEL_CARD_FILE).read_text()
+    assert "Distilled from a face-recognition teacher" in card
+    assert "0.25 of each training face's gender target" in card
     assert set(model.output_names) == set(manifest["outputs"])
 
 

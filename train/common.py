@@ -84,6 +84,14 @@ def base_parser(description: str, default_epochs: int) -> argparse.ArgumentParse
         "(train/teacher.py, which must have run first); 0: no teacher",
     )
     parser.add_argument(
+        "--teacher-gender-weight",
+        type=float,
+        default=0.0,
+        help="share of each training face's gender target taken from the teacher's out-of-fold "
+        "gender probability (train/distill.py; its embeddings must have been computed); "
+        "0: the labels only",
+    )
+    parser.add_argument(
         "--age-l1-weight",
         type=float,
         default=EXPECTED_AGE_L1_WEIGHT,

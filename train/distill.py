@@ -48,3 +48,43 @@ def teacher_embeddings(args: argparse.Namespace, arrays: ArraySet) -> np.ndarray
         )
     embeddings = np.stack([cached[name] for name in arrays.names]).astype(np.float32)
     return embeddings - embeddings.mean(axis=0)
+
+
+def teacher_gender(args: argparse.Namespace, arrays: ArraySet, folds: int = 5) -> np.ndarray:
+    """The probability that each of `arrays`' faces is female (the gender label 1) by a logistic
+    regression on the teacher's embeddings, out of fold: each face's by a regression fitted
+    without it, so that it carries what the teacher sees rather than the face's own label."""
+    embeddings = teacher_embeddings(args, arrays).astype(np.float64)
+    return out_of_fold_logistic(embeddings, arrays.genders, folds, args.seed)
+
+
+def out_of_fold_logistic(
+    features: np.ndarray, labels: np.ndarray, folds: int, seed: int
+) -> np.ndarray:
+    """P(label 1) for each row from a logistic regression fitted on the other folds' rows."""
+    standardised = (features - features.mean(axis=0)) / (features.std(axis=0) + 1e-12)
+    design = np.hstack([standardised, np.ones((len(features), 1))])
+    fold_of = np.random.default_rng(seed).permutation(len(features)) % folds
+    probabilities = np.empty(len(features))
+    for fold in range(folds):
+        held_out = fold_of == fold
+        weights = fit_logistic(design[~held_out], labels[~held_out].astype(np.float64))
+        probabilities[held_out] = _sigmoid(design[held_out] @ weights)
+    return probabilities.astype(np.float32)
+
+
+def fit_logistic(
+    design: np.ndarray, labels: np.ndarray, penalty: float = 1.0, steps: int = 25
+) -> np.ndarray:
+    """Weights of an L2-penalised logistic regression, by Newton's method."""
+    weights = np.zeros(design.shape[1])
+    for _ in range(steps):
+        predicted = _sigmoid(design @ weights)
+        gradient = design.T @ (predicted - labels) + penalty * weights
+        curvature = (design * (predicted * (1 - predicted))[:, None]).T @ design
+        weights -= np.linalg.solve(curvature + penalty * np.eye(len(weights)), gradient)
+    return weights
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30)))

@@ -46,13 +46,25 @@ def _extra_data(extra: dict[str, Any] | None) -> str:
 
 def _teacher(config: dict[str, Any]) -> str:
     weight = config.get("distill_weight") or 0
-    if not weight:
+    gender_share = config.get("teacher_gender_weight") or 0
+    if not weight and not gender_share:
         return ""
+    lessons = []
+    if weight:
+        lessons.append(
+            "a head that exists only in training (not in this model) learnt dlib's ResNet face "
+            f"descriptor of each training face (cosine loss, weight {weight})"
+        )
+    if gender_share:
+        lessons.append(
+            f"{gender_share:g} of each training face's gender target was the probability a "
+            "logistic regression on the descriptors gave it, fitted without the face (5 folds)"
+        )
     return (
-        "\nDistilled from a face-recognition teacher: a head that exists only in training (not "
-        "in this model) learnt dlib's ResNet face descriptor of each training face (cosine loss, "
-        f"weight {weight}; CC0 weights from the face-recognition-models package, trained on "
-        "about 3 million faces of other data sets). The descriptors come from "
+        "\nDistilled from a face-recognition teacher: "
+        + "; ".join(lessons)
+        + ". dlib's CC0 weights come from the face-recognition-models package, trained on "
+        "about 3 million faces of other data sets; the descriptors come from "
         "`python -m train.teacher` (train/teacher.py), run before this command.\n"
     )
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from train.augment import make_dataset
 from train.common import TimeBudget, degradations_of, fit, optimizer
-from train.distill import TEACHER_OUTPUT, teacher_embeddings, with_teacher_head
+from train.distill import TEACHER_OUTPUT, teacher_embeddings, teacher_gender, with_teacher_head
 from train.teacher import EMBEDDING_SIZE
 from train.utkface import ArraySet
 
@@ -44,6 +44,16 @@ class Objectives:
             for name in self.validation_targets
         }
 
+    def add_teacher_gender(self, args: argparse.Namespace, train: ArraySet) -> None:
+        """Take `args.teacher_gender_weight` of each training face's gender target from the
+        teacher's out-of-fold gender probabilities instead of its label."""
+        female = teacher_gender(args, train)
+        teacher_targets = np.stack([1.0 - female, female], axis=1)
+        share = args.teacher_gender_weight
+        self.train_targets["gender"] = (
+            (1.0 - share) * self.train_targets["gender"] + share * teacher_targets
+        ).astype(np.float32)
+
 
 def train_model(
     model: keras.Model,
@@ -55,6 +65,8 @@ def train_model(
     """Compile and fit `model` (with the teacher's head while training, when asked) on the
     augmented training split; the budget says how many epochs ran."""
     training_model = model
+    if args.teacher_gender_weight:
+        objectives.add_teacher_gender(args, train)
     if args.distill_weight:
         objectives.add_teacher(args, train, len(validation.names))
         training_model = with_teacher_head(model)
