@@ -2,7 +2,9 @@
 
 The student gets an extra linear head on its pooled features that learns to point the way the
 teacher's embedding of the same face points (cosine loss). The head exists only while training:
-the served model is the student without it, so it costs nothing at inference.
+the served model is the student without it, so it costs nothing at inference. Optionally
+(`--teacher-gender-weight`) a share of each face's gender target comes from the teacher too:
+an out-of-fold logistic regression on its embeddings (no gain so far: docs/models.md).
 """
 
 from __future__ import annotations
