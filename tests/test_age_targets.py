@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from train.age_targets import AGES, EXPECTED_AGE_L1_WEIGHT, age_distribution_loss
+from train.age_targets import (
+    AGES,
+    EXPECTED_AGE_L1_WEIGHT,
+    LABEL_SIGMA_YEARS,
+    age_distribution_loss,
+    label_sigma,
+)
 
 
 def peaked_logits(age: int) -> tf.Tensor:
@@ -39,3 +45,26 @@ def test_the_l1_weight_scales_the_distance_of_the_expected_age(l1_weight: float)
     weighted = age_distribution_loss(l1_weight)(true_age, logits).numpy()
 
     np.testing.assert_allclose(weighted - without, l1_weight * distances, rtol=1e-4)
+
+
+def test_the_label_spread_grows_with_age_from_its_anchor_and_never_falls_under_a_year() -> None:
+    ages = tf.constant([0.0, 10.0, 25.0, 50.0, 75.0])
+
+    np.testing.assert_allclose(label_sigma(ages, 0.0).numpy(), [LABEL_SIGMA_YEARS] * 5)
+    np.testing.assert_allclose(label_sigma(ages, 0.08).numpy(), [1.0, 1.3, 2.5, 4.5, 6.5])
+
+
+def test_the_loss_is_lowest_for_the_label_distribution_of_its_own_spread() -> None:
+    """At 60 with growth 0.08 the target's spread is 5.3 years: the loss prefers a prediction of
+    that spread to one of the fixed 2.5 years, and the loss without growth the other way round."""
+    ages = np.arange(AGES, dtype=np.float32)
+
+    def gaussian_logits(sigma: float) -> tf.Tensor:
+        return tf.constant(-0.5 * ((ages - 60.0) / sigma) ** 2, tf.float32)[None, :]
+
+    true_age = tf.constant([60.0])
+    wide, narrow = gaussian_logits(5.3), gaussian_logits(LABEL_SIGMA_YEARS)
+    growing, fixed = age_distribution_loss(0.0, 0.08), age_distribution_loss(0.0)
+
+    assert float(growing(true_age, wide)[0]) < float(growing(true_age, narrow)[0])
+    assert float(fixed(true_age, narrow)[0]) < float(fixed(true_age, wide)[0])

@@ -79,7 +79,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     teacher_lessons = ["--distill-weight", "0.5", "--teacher-gender-weight", "0.25"]
     assert classifier.main([*common, *residual, *teacher_lessons]) == 0
     degradations = ["--zoom-out", "0.5", "--greyscale", "0.25", "--low-res", "0.75"]
-    age_loss = ["--age-l1-weight", "0.5"]
+    age_loss = ["--age-l1-weight", "0.5", "--age-sigma-growth", "0.05"]
     assert regressor.main([*common, "--wiki", str(wiki), *degradations, *age_loss]) == 0
     return root / "models"
 
@@ -115,13 +115,13 @@ def test_the_regressor_records_the_wiki_photos(trained: Path) -> None:
     assert "IMDB-WIKI" in card and "teacher" not in card
 
 
-def test_the_manifest_records_the_degradations_and_age_loss_weight(trained: Path) -> None:
+def test_the_manifest_records_the_degradations_and_age_loss_settings(trained: Path) -> None:
     manifest = json.loads((trained / REGRESSOR_NAME / "0.0.1" / MANIFEST_FILE).read_text())
     config = manifest["training"]["config"]
 
     assert (config["zoom_out"], config["greyscale"], config["low_res"]) == (0.5, 0.25, 0.75)
     assert "--low-res 0.75" in manifest["training"]["command"]
-    assert config["age_l1_weight"] == 0.5
+    assert (config["age_l1_weight"], config["age_sigma_growth"]) == (0.5, 0.05)
 
 
 def test_the_manifest_records_the_architecture(trained: Path) -> None:

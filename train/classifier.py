@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         losses={
             "age_bucket": keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
             "gender": keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
-            "age_logits": age_distribution_loss(args.age_l1_weight),
+            "age_logits": age_distribution_loss(args.age_l1_weight, args.age_sigma_growth),
         },
         loss_weights={"age_bucket": 1.0, "gender": 1.0, "age_logits": AGE_LOSS_WEIGHT},
         metrics={

@@ -98,6 +98,13 @@ def base_parser(description: str, default_epochs: int) -> argparse.ArgumentParse
         help="weight of the L1 term on the expected age in the age head's loss "
         "(train/age_targets.py)",
     )
+    parser.add_argument(
+        "--age-sigma-growth",
+        type=float,
+        default=0.0,
+        help="years added to the age label distribution's spread (2.5 years at age 25) per year "
+        "of age (train/age_targets.py); 0: the same spread at every age",
+    )
     parser.add_argument("--epochs", type=int, default=default_epochs)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3)

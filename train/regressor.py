@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     age_weight = bucket_weights(train.ages, BUCKET_WEIGHT_POWER)
     objectives = Objectives(
         losses={
-            "age_logits": age_distribution_loss(args.age_l1_weight),
+            "age_logits": age_distribution_loss(args.age_l1_weight, args.age_sigma_growth),
             "gender": keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
         },
         loss_weights={"age_logits": 1.0, "gender": 1.0},
