@@ -73,9 +73,10 @@ def _regressor(size: int, ages: int, seed: int, auxiliary: bool) -> keras.Model:
     return keras.Model(inputs, outputs, name="tiny_regressor")
 
 
-def _calibration(temperature: float) -> dict[str, Any]:
+def _calibration(temperature: float, age_exponent: float) -> dict[str, Any]:
     return {
         "temperature": temperature,
+        "age_exponent": age_exponent,
         "interval_level": INTERVAL_LEVEL,
         "fitted_on": "none: random weights for tests",
     }
@@ -107,13 +108,15 @@ def write_tiny_bundles(
     version: str = "1.0.0",
     ages: int = 101,
     temperature: float = 1.0,
+    age_exponent: float = 0.0,
     seed: int = 0,
     auxiliary_heads: bool = True,
 ) -> None:
     """Write a random-weight classifier and regressor bundle under `models_dir`.
 
     With `auxiliary_heads` (as the trained bundles from 1.1.0 on) the classifier also has an
-    `age_logits` head (temperature 2 x `temperature`) and the regressor a `gender` head; without,
+    `age_logits` head (temperature 2 x `temperature`, both with `age_exponent`) and the regressor
+    a `gender` head; without,
     each has only its required heads (as 1.0.0). Weights come from seeded initialisers (no global
     random state is touched), so the same arguments always give the same predictions.
     """
@@ -137,7 +140,7 @@ def write_tiny_bundles(
             "task": "age-gender-classification",
             "input": input_spec,
             "outputs": classifier_outputs,
-            "calibration": _calibration(2 * temperature) if auxiliary_heads else None,
+            "calibration": _calibration(2 * temperature, age_exponent) if auxiliary_heads else None,
             "flops_per_face": _flops_per_face(
                 size, sum(len(spec["labels"]) for spec in classifier_outputs.values())
             ),
@@ -155,7 +158,7 @@ def write_tiny_bundles(
             "task": "age-regression",
             "input": input_spec,
             "outputs": regressor_outputs,
-            "calibration": _calibration(temperature),
+            "calibration": _calibration(temperature, age_exponent),
             "flops_per_face": _flops_per_face(
                 size, sum(len(spec["labels"]) for spec in regressor_outputs.values())
             ),

@@ -489,3 +489,18 @@ def test_bundles_without_auxiliary_heads_use_the_required_ones(tmp_path: Path) -
     np.testing.assert_allclose(got.gender_probabilities, heads[CLASSIFIER_NAME]["gender"])
     np.testing.assert_allclose(got.age_years, years, atol=1e-4)
     np.testing.assert_allclose(got.age_interval, interval, atol=1e-4)
+
+
+def test_a_head_whose_temperature_grows_with_age_is_tempered_face_by_face(tmp_path: Path) -> None:
+    write_tiny_bundles(tmp_path, auxiliary_heads=False, temperature=1.5, age_exponent=0.7)
+    registry = Registry.load(tmp_path, device="cpu")
+    crops = random_crops(4)
+    logits = _head_outputs(registry, crops)[REGRESSOR_NAME]["age_logits"]
+    years, interval = age_summary(logits, 1.5, INTERVAL_LEVEL, age_exponent=0.7)
+    _, one_temperature = age_summary(logits, 1.5, INTERVAL_LEVEL)
+
+    got = registry.predict(crops)
+
+    np.testing.assert_allclose(got.age_years, years, atol=1e-4)
+    np.testing.assert_allclose(got.age_interval, interval, atol=1e-4)
+    assert not np.allclose(got.age_interval, one_temperature, atol=1e-2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -26,7 +27,7 @@ from facedemo.manifest import (
     REGRESSOR_NAME,
 )
 from facedemo.registry import Registry
-from train import classifier, regressor, teacher
+from train import classifier, recalibrate, regressor, teacher
 from train.distill import TEACHER_OUTPUT
 from train.teacher import EMBEDDING_SIZE
 
@@ -187,3 +188,46 @@ def test_split_csv_lists_the_evaluation_splits(tmp_path: Path) -> None:
     assert not set(validation.splitlines()[1:]) & set(
         (tmp_path / "calibration.csv").read_text().splitlines()[1:]
     )
+
+
+def test_recalibrating_a_bundle_refits_what_training_fitted_and_leaves_the_model(
+    trained: Path, tmp_path: Path
+) -> None:
+    root = trained.parent
+    bundle = tmp_path / "0.0.1"
+    shutil.copytree(trained / REGRESSOR_NAME / "0.0.1", bundle)
+    original = json.loads((bundle / MANIFEST_FILE).read_text())
+    stale = original | {"calibration": original["calibration"] | {"temperature": 5.0}}
+    stale["metrics"] = {"validation": original["metrics"]["validation"] | {"age_mae": 99.0}}
+    (bundle / MANIFEST_FILE).write_text(json.dumps(stale))
+    model_bytes = (bundle / MODEL_FILE).read_bytes()
+
+    data = ["--data", str(root / "utkface"), "--cache-dir", str(root / "cache")]
+    assert recalibrate.main([str(bundle), *data]) == 0
+
+    refitted = json.loads((bundle / MANIFEST_FILE).read_text())
+    assert refitted["calibration"] == original["calibration"] | {
+        "fitted_on": recalibrate.REFITTED_ON
+    }
+    assert refitted["metrics"] == original["metrics"]
+    assert (bundle / MODEL_FILE).read_bytes() == model_bytes
+    assert refitted["model_sha256"] == original["model_sha256"]
+    card = (bundle / MODEL_CARD_FILE).read_text()
+    assert f"temperature {original['calibration']['temperature']:.3f}" in card
+
+
+def test_recalibrating_on_other_data_is_refused_and_changes_nothing(
+    trained: Path, tmp_path: Path
+) -> None:
+    root = trained.parent
+    other = tmp_path / "utkface"
+    shutil.copytree(root / "utkface", other)
+    next(iter(sorted(other.iterdir()))).unlink()
+    bundle = tmp_path / "0.0.1"
+    shutil.copytree(trained / CLASSIFIER_NAME / "0.0.1", bundle)
+    before = (bundle / MANIFEST_FILE).read_bytes()
+
+    status = recalibrate.main([str(bundle), "--data", str(other), "--cache-dir", str(tmp_path)])
+
+    assert status == 1
+    assert (bundle / MANIFEST_FILE).read_bytes() == before

@@ -3,8 +3,9 @@
 The head outputs logits over integer ages 0..116, trained against a Gaussian label distribution
 (sigma 2.5 years, so neighbouring ages share credit: labels are noisy; `--age-sigma-growth` widens
 it for older faces, whose labels are guessed less precisely) plus an L1 term on the expected age.
-One temperature per model, fitted on the calibration split (never the validation split), makes
-the 10%-90% quantiles of the distribution an 80% interval.
+A temperature per model, fitted on the calibration split (never the validation split), makes the
+10%-90% quantiles of the distribution an 80% interval; it grows with the age the model gives a
+face as far as that evens out the coverage across ages (`fit_tempering`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from facedemo.age_distribution import age_summary, fit_temperature, interval_coverage
+from facedemo.age_distribution import Tempering, age_summary, fit_tempering, interval_coverage
 from facedemo.manifest import OutputSpec
 from facedemo.utkface_names import MAX_AGE
 
@@ -62,8 +63,12 @@ def expected_age_mae(true_age: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     return tf.abs(expected - tf.reshape(tf.cast(true_age, tf.float32), (-1,)))
 
 
-def calibrate(calibration_logits: np.ndarray, calibration_ages: np.ndarray) -> tuple[float, float]:
-    """The temperature fitted on the calibration split, and the coverage it gives there."""
-    temperature = fit_temperature(calibration_logits, calibration_ages, INTERVAL_LEVEL)
-    _, interval = age_summary(calibration_logits, temperature, INTERVAL_LEVEL)
-    return temperature, interval_coverage(interval, calibration_ages)
+def calibrate(
+    calibration_logits: np.ndarray, calibration_ages: np.ndarray
+) -> tuple[Tempering, float]:
+    """The tempering fitted on the calibration split, and the coverage it gives there."""
+    tempering = fit_tempering(calibration_logits, calibration_ages, INTERVAL_LEVEL)
+    _, interval = age_summary(
+        calibration_logits, tempering.temperature, INTERVAL_LEVEL, tempering.age_exponent
+    )
+    return tempering, interval_coverage(interval, calibration_ages)

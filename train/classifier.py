@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         validation_targets=targets(validation),
     )
     budget = train_model(model, args, objectives, train, validation)
-    report, temperature = validation_report(model, calibration, validation)
+    report, tempering = validation_report(model, calibration, validation)
     log(
         f"validation: gender {report['gender_accuracy']}, bucket {report['age_bucket_accuracy']}, "
         f"auxiliary age MAE {report['age_mae']} (n={report['n']})"
@@ -120,27 +120,37 @@ def main(argv: list[str] | None = None) -> int:
             "gender": {"kind": "probabilities", "labels": list(GENDER_LABELS)},
             "age_logits": AGE_LOGITS_SPEC.model_dump(),
         },
-        "calibration": calibration_record(temperature),
+        "calibration": calibration_record(tempering),
         "flops_per_face": count_flops(model),
         "training": training_record(
             args, data, budget, time.monotonic() - started, "train.classifier", argv
         ),
         "metrics": {"validation": report},
     }
-    card = model_card.render(
+    card = render_card(args, manifest_fields)
+    bundle = write_bundle(args.models_dir, model, manifest_fields, card)
+    log(f"wrote {bundle}")
+    return 0
+
+
+def render_card(args: argparse.Namespace, manifest_fields: dict[str, Any]) -> str:
+    """The bundle's MODEL_CARD.md (also rewritten by `python -m train.recalibrate`)."""
+    calibration = manifest_fields["calibration"]
+    tempering = model_card.tempering_phrase(calibration["temperature"], calibration["age_exponent"])
+    return model_card.render(
         title="age-gender-classifier",
         summary=(
             f"{ARCHITECTURES[args.architecture]} that gives, for one aligned face crop, "
             "probabilities of five age buckets (0-24, 25-49, 50-74, 75-99, 100-124) and of the "
             "two gender labels, plus an "
             "auxiliary distribution over ages 0-116 (trained with a quarter of the loss weight; "
-            f"temperature {temperature:.3f} fitted on the calibration split). The service "
+            f"{tempering}). The service "
             "averages its gender head with the age-regressor's and pools its age distribution "
             "with the age-regressor's (see README, Models). The figures below are this "
             "model alone: bucket and gender from their heads, age from the auxiliary head."
         ),
         manifest_fields=manifest_fields,
-        report=report,
+        report=manifest_fields["metrics"]["validation"],
         columns=["gender_accuracy", "age_bucket_accuracy", "age_mae"],
         weaknesses=[
             "Bucket boundaries are hard edges on noisy labels: faces near 25, 50 or 75 are often "
@@ -152,9 +162,6 @@ def main(argv: list[str] | None = None) -> int:
             "profile views, occlusion, heavy make-up or low light reduce accuracy.",
         ],
     )
-    bundle = write_bundle(args.models_dir, model, manifest_fields, card)
-    log(f"wrote {bundle}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facedemo.age_distribution import age_summary
+from facedemo.age_distribution import Tempering, age_summary
 from facedemo.manifest import AGE_BUCKET_LABELS
 from facedemo.metrics import Estimates, Labels, buckets_of, evaluation_report
 from train.age_targets import EXPECTED_AGE_L1_WEIGHT, INTERVAL_LEVEL, calibrate
@@ -269,28 +269,29 @@ def predict_outputs(model: keras.Model, arrays: ArraySet) -> dict[str, np.ndarra
 
 def validation_report(
     model: keras.Model, calibration: ArraySet, validation: ArraySet
-) -> tuple[dict[str, Any], float]:
-    """Fit the age head's temperature on the calibration split; the model's validation figures.
+) -> tuple[dict[str, Any], Tempering]:
+    """Fit the age head's tempering on the calibration split; the model's validation figures.
 
     Returns the report (`evaluation_report` plus the calibration split's coverage and the mean
-    interval width) and the temperature.
+    interval width) and the tempering.
     """
-    temperature, calibration_coverage = calibrate(
+    tempering, calibration_coverage = calibrate(
         predict_outputs(model, calibration)["age_logits"], calibration.ages
     )
-    estimates = estimates_of(predict_outputs(model, validation), temperature)
+    estimates = estimates_of(predict_outputs(model, validation), tempering)
     report = evaluation_report(labels_of(validation), estimates)
     report["calibration_split_coverage"] = round(calibration_coverage, 4)
     if estimates.age_interval is not None:
         widths = estimates.age_interval[:, 1] - estimates.age_interval[:, 0]
         report["mean_interval_width_years"] = round(float(np.mean(widths)), 2)
-    return report, temperature
+    return report, tempering
 
 
-def calibration_record(temperature: float) -> dict[str, Any]:
-    """The manifest's `calibration`: the age head's temperature and the interval it serves."""
+def calibration_record(tempering: Tempering) -> dict[str, Any]:
+    """The manifest's `calibration`: the age head's tempering and the interval it serves."""
     return {
-        "temperature": round(temperature, 4),
+        "temperature": round(tempering.temperature, 4),
+        "age_exponent": tempering.age_exponent,
         "interval_level": INTERVAL_LEVEL,
         "fitted_on": "calibration split",
     }
@@ -301,11 +302,13 @@ def labels_of(arrays: ArraySet) -> Labels:
     return Labels(gender=arrays.genders, age=arrays.ages.astype(np.float64), race=arrays.races)
 
 
-def estimates_of(outputs: dict[str, np.ndarray], temperature: float) -> Estimates:
+def estimates_of(outputs: dict[str, np.ndarray], tempering: Tempering) -> Estimates:
     """One model's answers: gender from its gender head, age and interval from its age logits,
     and the bucket from its bucket head where it has one, else the bucket of the estimated age.
     """
-    years, interval = age_summary(outputs["age_logits"], temperature, INTERVAL_LEVEL)
+    years, interval = age_summary(
+        outputs["age_logits"], tempering.temperature, INTERVAL_LEVEL, tempering.age_exponent
+    )
     if "age_bucket" in outputs:
         bucket = np.argmax(outputs["age_bucket"], axis=1)
     else:

@@ -33,6 +33,16 @@ def metrics_table(report: dict[str, Any], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def tempering_phrase(temperature: float, age_exponent: float) -> str:
+    """How the age head is tempered, in words (facedemo.age_distribution.head_temperatures)."""
+    if age_exponent == 0.0:
+        return f"temperature {temperature:.3f}, fitted on the calibration split"
+    return (
+        f"temperature {temperature:.3f} for a face it sees as 25, times ((1 + age) / 26) ** "
+        f"{age_exponent:g} for one it sees as older or younger, fitted on the calibration split"
+    )
+
+
 def _extra_data(extra: dict[str, Any] | None) -> str:
     if not extra:
         return ""

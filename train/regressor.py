@@ -32,7 +32,8 @@ Commands (from the repository root, with the project installed: `make install`):
 
 Why a distribution: the model outputs logits over integer ages (see train/age_targets.py for the
 loss). The expected age is the estimate; the 10% and 90% quantiles of the distribution are the
-80% interval, after one temperature fitted on the calibration split (never the validation split).
+80% interval, after a temperature fitted on the calibration split (never the validation split),
+which grows with the estimated age as far as that evens out the coverage across ages.
 An auxiliary gender head (label-smoothed cross-entropy) shares the backbone; the registry averages
 it with the classifier's gender head and pools the age distribution with the classifier's.
 """
@@ -119,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         validation_targets=targets(validation),
     )
     budget = train_model(model, args, objectives, train, validation)
-    report, temperature = validation_report(model, calibration, validation)
+    report, tempering = validation_report(model, calibration, validation)
     log(
         f"validation: MAE {report['age_mae']}, 80% coverage {report['age_interval_coverage']}, "
-        f"auxiliary gender {report['gender_accuracy']}, temperature {temperature:.3f} "
+        f"auxiliary gender {report['gender_accuracy']}, {tempering} "
         f"(n={report['n']})"
     )
     manifest_fields: dict[str, Any] = {
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             "age_logits": AGE_LOGITS_SPEC.model_dump(),
             "gender": {"kind": "probabilities", "labels": list(GENDER_LABELS)},
         },
-        "calibration": calibration_record(temperature),
+        "calibration": calibration_record(tempering),
         "flops_per_face": count_flops(model),
         "training": training_record(
             args, data, budget, time.monotonic() - started, "train.regressor", argv
@@ -142,35 +143,42 @@ def main(argv: list[str] | None = None) -> int:
         | {"extra_training_data": extra_data},
         "metrics": {"validation": report},
     }
-    card = model_card.render(
+    card = render_card(args, manifest_fields)
+    bundle = write_bundle(args.models_dir, model, manifest_fields, card)
+    log(f"wrote {bundle}")
+    return 0
+
+
+def render_card(args: argparse.Namespace, manifest_fields: dict[str, Any]) -> str:
+    """The bundle's MODEL_CARD.md (also rewritten by `python -m train.recalibrate`)."""
+    calibration = manifest_fields["calibration"]
+    tempering = model_card.tempering_phrase(calibration["temperature"], calibration["age_exponent"])
+    return model_card.render(
         title="age-regressor",
         summary=(
             f"{ARCHITECTURES[args.architecture]} that gives, for one aligned face crop, "
             "a probability distribution over ages 0-116, and an auxiliary gender head. The "
             "service pools this "
-            "distribution (after a temperature, "
-            f"{temperature:.3f}, fitted on the calibration split) with the classifier's auxiliary "
+            f"distribution (after a {tempering}) with the classifier's auxiliary "
             "one (see README, Models) and reports the mean as the age and the 10%-90% "
             "quantiles as an 80% interval. "
             "The figures below are this model alone; the age bucket column is the bucket of its "
             "estimated age."
         ),
         manifest_fields=manifest_fields,
-        report=report,
+        report=manifest_fields["metrics"]["validation"],
         columns=["age_mae", "age_interval_coverage", "age_bucket_accuracy", "gender_accuracy"],
         weaknesses=[
             "Errors grow with age: labels of older faces are noisier and rarer, so MAE for 50+ is "
-            "well above the overall figure, and the interval is calibrated overall, not per group "
-            "(coverage per group is in the table).",
+            "well above the overall figure. The interval's temperature grows with the age the "
+            "model sees as far as that evens out the coverage, but its coverage still differs "
+            "between groups (see the table).",
             "Infants and toddlers have small absolute errors but large relative ones.",
             "Few faces over 90 in UTKFace: estimates there shrink towards younger ages.",
             f"Trained on tightly aligned UTKFace chips at {args.size}x{args.size}: other crops or "
             "poses reduce accuracy.",
         ],
     )
-    bundle = write_bundle(args.models_dir, model, manifest_fields, card)
-    log(f"wrote {bundle}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -57,6 +57,12 @@ class Calibration(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     temperature: float = Field(gt=0, description="Logits are divided by this before softmax.")
+    age_exponent: float = Field(
+        default=0.0,
+        ge=0,
+        description="The temperature grows as ((1 + age) / 26) ** this with the age the head "
+        "gives a face (facedemo.age_distribution.head_temperatures); 0: one temperature.",
+    )
     interval_level: float = Field(gt=0, lt=1, description="Central interval probability, e.g. 0.8.")
     fitted_on: str = Field(description="Which split the temperature was fitted on.")
 

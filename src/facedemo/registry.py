@@ -8,7 +8,8 @@ batch of face crops through both models and combines their heads into one answer
 
 How the heads combine (every bundle declares its heads in its manifest; the required ones are
 the classifier's `age_bucket` and `gender` and the regressor's `age_logits`):
-- age: every `age_logits` head, divided by the temperature fitted for it, pooled into one
+- age: every `age_logits` head, divided by the temperature fitted for it (which may grow with
+  the age the head gives a face: `age_distribution.head_temperatures`), pooled into one
   distribution (`age_distribution.pooled`), whose mean is the age and whose central quantiles
   are the interval;
 - gender: the mean of every `gender` head;
@@ -29,7 +30,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facedemo.age_distribution import bucket_mass, distribution_summary, pooled
+from facedemo.age_distribution import (
+    bucket_mass,
+    distribution_summary,
+    head_temperatures,
+    pooled,
+)
 from facedemo.bundles import REQUIRED_MODELS, check_contract, find_bundle, read_manifest
 from facedemo.devices import DeviceChoice, select_device
 from facedemo.errors import BundleError, UnknownModelError
@@ -253,9 +259,11 @@ class Registry:
             for name, result in results.items():
                 for output, values in result.items():
                     outputs[name][output][start:stop] = values.numpy()[: len(chunk)]
-        ages = pooled(
-            [(outputs[name]["age_logits"], temperature) for name, temperature in self._age_heads]
-        )
+        heads: list[tuple[np.ndarray, float | np.ndarray]] = []
+        for name, temperature, age_exponent in self._age_heads:
+            logits = outputs[name]["age_logits"]
+            heads.append((logits, head_temperatures(logits, temperature, age_exponent)))
+        ages = pooled(heads)
         years, interval = distribution_summary(ages, self._interval_level)
         genders = np.mean([outputs[name]["gender"] for name in self._gender_heads], axis=0)
         buckets = BUCKET_HEAD_WEIGHT * outputs[CLASSIFIER_NAME]["age_bucket"] + (
@@ -270,8 +278,11 @@ class Registry:
         )
 
 
-def _age_heads(manifests: Mapping[str, Manifest]) -> tuple[list[tuple[str, float]], float]:
-    """(model name, temperature) of every age head, and the interval level they share."""
+def _age_heads(
+    manifests: Mapping[str, Manifest],
+) -> tuple[list[tuple[str, float, float]], float]:
+    """(model name, temperature, age exponent) of every age head, and the interval level they
+    share."""
     heads, levels, ages = [], set(), set()
     for name, manifest in manifests.items():
         if "age_logits" not in manifest.outputs:
@@ -279,7 +290,7 @@ def _age_heads(manifests: Mapping[str, Manifest]) -> tuple[list[tuple[str, float
         where = f"{manifest.name} {manifest.version}"
         if manifest.calibration is None:
             raise BundleError(f"{where} has an age_logits head but no calibration")
-        heads.append((name, manifest.calibration.temperature))
+        heads.append((name, manifest.calibration.temperature, manifest.calibration.age_exponent))
         levels.add(manifest.calibration.interval_level)
         ages.add(len(manifest.outputs["age_logits"].labels))
     if len(levels) != 1 or len(ages) != 1:
