@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
+from tests.bundles import write_tiny_bundles
 from tests.test_wiki import write_metadata
 from tests.test_wiki_chips import write_photos
 
@@ -230,4 +231,13 @@ def test_recalibrating_on_other_data_is_refused_and_changes_nothing(
     status = recalibrate.main([str(bundle), "--data", str(other), "--cache-dir", str(tmp_path)])
 
     assert status == 1
+    assert (bundle / MANIFEST_FILE).read_bytes() == before
+
+
+def test_a_bundle_without_an_age_head_is_refused(tmp_path: Path) -> None:
+    write_tiny_bundles(tmp_path, auxiliary_heads=False)
+    bundle = tmp_path / CLASSIFIER_NAME / "1.0.0"
+    before = (bundle / MANIFEST_FILE).read_bytes()
+
+    assert recalibrate.main([str(bundle), "--data", str(tmp_path / "nowhere")]) == 1
     assert (bundle / MANIFEST_FILE).read_bytes() == before

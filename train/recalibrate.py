@@ -52,23 +52,26 @@ CARDS: dict[str, Callable[[argparse.Namespace, dict[str, Any]], str]] = {
 REFITTED_ON = "calibration split, refitted after training (python -m train.recalibrate)"
 
 
-class DataMismatchError(ValueError):
-    """The data folder is not the one the bundle was trained on, so its split would differ."""
+class RecalibrationError(ValueError):
+    """The bundle cannot be refitted: it has no age head, or the data folder is not the one it
+    was trained on (so its split would differ)."""
 
 
 def recalibrate(bundle: Path, data: Path, cache_dir: Path) -> dict[str, Any]:
     """Refit `bundle`'s calibration on its calibration split; rewrite its manifest and card.
 
-    Returns the new manifest. Raises DataMismatchError, touching nothing, when `data` is not
-    the folder the bundle was trained on.
+    Returns the new manifest. Raises RecalibrationError, touching nothing, when the bundle has no
+    age head or `data` is not the folder it was trained on.
     """
     manifest = json.loads((bundle / MANIFEST_FILE).read_text(encoding="utf-8"))
+    if "age_logits" not in manifest["outputs"]:
+        raise RecalibrationError(f"{bundle} has no age head to calibrate")
     config = manifest["training"]["config"]
     # threads 0: this process may have started TensorFlow already, and these are few predictions.
     args = argparse.Namespace(**config | {"data": data, "cache_dir": cache_dir, "threads": 0})
     prepared = prepare(args)
     if prepared.checksum != manifest["training"]["data"]["checksum"]:
-        raise DataMismatchError(
+        raise RecalibrationError(
             f"{data} is not the data {bundle} was trained on (checksum "
             f"{prepared.checksum[:16]}, trained on {manifest['training']['data']['checksum'][:16]})"
         )
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     for bundle in args.bundles:
         try:
             manifest = recalibrate(bundle, args.data, args.cache_dir)
-        except DataMismatchError as error:
+        except RecalibrationError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
         validation = manifest["metrics"]["validation"]

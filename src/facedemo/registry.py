@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from facedemo.age_distribution import (
+    Tempering,
     bucket_mass,
     distribution_summary,
     head_temperatures,
@@ -260,9 +261,9 @@ class Registry:
                 for output, values in result.items():
                     outputs[name][output][start:stop] = values.numpy()[: len(chunk)]
         heads: list[tuple[np.ndarray, float | np.ndarray]] = []
-        for name, temperature, age_exponent in self._age_heads:
+        for name, tempering in self._age_heads:
             logits = outputs[name]["age_logits"]
-            heads.append((logits, head_temperatures(logits, temperature, age_exponent)))
+            heads.append((logits, head_temperatures(logits, *tempering)))
         ages = pooled(heads)
         years, interval = distribution_summary(ages, self._interval_level)
         genders = np.mean([outputs[name]["gender"] for name in self._gender_heads], axis=0)
@@ -278,11 +279,8 @@ class Registry:
         )
 
 
-def _age_heads(
-    manifests: Mapping[str, Manifest],
-) -> tuple[list[tuple[str, float, float]], float]:
-    """(model name, temperature, age exponent) of every age head, and the interval level they
-    share."""
+def _age_heads(manifests: Mapping[str, Manifest]) -> tuple[list[tuple[str, Tempering]], float]:
+    """(model name, tempering) of every age head, and the interval level they share."""
     heads, levels, ages = [], set(), set()
     for name, manifest in manifests.items():
         if "age_logits" not in manifest.outputs:
@@ -290,7 +288,8 @@ def _age_heads(
         where = f"{manifest.name} {manifest.version}"
         if manifest.calibration is None:
             raise BundleError(f"{where} has an age_logits head but no calibration")
-        heads.append((name, manifest.calibration.temperature, manifest.calibration.age_exponent))
+        calibration = manifest.calibration
+        heads.append((name, Tempering(calibration.temperature, calibration.age_exponent)))
         levels.add(manifest.calibration.interval_level)
         ages.add(len(manifest.outputs["age_logits"].labels))
     if len(levels) != 1 or len(ages) != 1:
