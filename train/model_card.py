@@ -33,8 +33,10 @@ def metrics_table(report: dict[str, Any], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def tempering_phrase(temperature: float, age_exponent: float) -> str:
-    """How the age head is tempered, in words (facedemo.age_distribution.head_temperatures)."""
+def tempering_phrase(calibration: dict[str, Any]) -> str:
+    """How the age head is tempered, in words, from the manifest's `calibration`
+    (facedemo.age_distribution.head_temperatures)."""
+    temperature, age_exponent = calibration["temperature"], calibration["age_exponent"]
     if age_exponent == 0.0:
         return f"temperature {temperature:.3f}, fitted on the calibration split"
     return (

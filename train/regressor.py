@@ -151,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def render_card(args: argparse.Namespace, manifest_fields: dict[str, Any]) -> str:
     """The bundle's MODEL_CARD.md (also rewritten by `python -m train.recalibrate`)."""
-    calibration = manifest_fields["calibration"]
-    tempering = model_card.tempering_phrase(calibration["temperature"], calibration["age_exponent"])
+    tempering = model_card.tempering_phrase(manifest_fields["calibration"])
     return model_card.render(
         title="age-regressor",
         summary=(
