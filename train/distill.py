@@ -52,12 +52,13 @@ def teacher_embeddings(args: argparse.Namespace, arrays: ArraySet) -> np.ndarray
     return embeddings - embeddings.mean(axis=0)
 
 
-def teacher_gender(args: argparse.Namespace, arrays: ArraySet, folds: int = 5) -> np.ndarray:
-    """The probability that each of `arrays`' faces is female (the gender label 1) by a logistic
-    regression on the teacher's embeddings, out of fold: each face's by a regression fitted
+def teacher_gender(
+    embeddings: np.ndarray, genders: np.ndarray, seed: int, folds: int = 5
+) -> np.ndarray:
+    """The probability that each face is female (the gender label 1) by a logistic regression on
+    the teacher's `embeddings` of the faces, out of fold: each face's by a regression fitted
     without it, so that it carries what the teacher sees rather than the face's own label."""
-    embeddings = teacher_embeddings(args, arrays).astype(np.float64)
-    return out_of_fold_logistic(embeddings, arrays.genders, folds, args.seed)
+    return out_of_fold_logistic(embeddings.astype(np.float64), genders, folds, seed)
 
 
 def out_of_fold_logistic(

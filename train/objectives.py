@@ -28,13 +28,13 @@ class Objectives:
     validation_targets: dict[str, np.ndarray]
     validation_weights: dict[str, np.ndarray] | None = None
 
-    def add_teacher(self, args: argparse.Namespace, train: ArraySet, validation_size: int) -> None:
-        """Learn the teacher's embeddings of the training faces with `args.distill_weight`."""
+    def add_teacher(self, embeddings: np.ndarray, weight: float, validation_size: int) -> None:
+        """Learn the teacher's `embeddings` of the training faces with loss weight `weight`."""
         # Minus the cosine between the head's output and the teacher's embedding.
         self.losses[TEACHER_OUTPUT] = keras.losses.CosineSimilarity()
-        self.loss_weights[TEACHER_OUTPUT] = args.distill_weight
-        self.train_targets[TEACHER_OUTPUT] = teacher_embeddings(args, train)
-        self.train_weights[TEACHER_OUTPUT] = np.ones(len(train.names), np.float32)
+        self.loss_weights[TEACHER_OUTPUT] = weight
+        self.train_targets[TEACHER_OUTPUT] = embeddings
+        self.train_weights[TEACHER_OUTPUT] = np.ones(len(embeddings), np.float32)
         # The teacher embedded the training faces only: the validation loss leaves its head out.
         self.validation_targets[TEACHER_OUTPUT] = np.zeros(
             (validation_size, EMBEDDING_SIZE), np.float32
@@ -44,12 +44,10 @@ class Objectives:
             for name in self.validation_targets
         }
 
-    def add_teacher_gender(self, args: argparse.Namespace, train: ArraySet) -> None:
-        """Take `args.teacher_gender_weight` of each training face's gender target from the
-        teacher's out-of-fold gender probabilities instead of its label."""
-        female = teacher_gender(args, train)
+    def add_teacher_gender(self, female: np.ndarray, share: float) -> None:
+        """Take `share` of each training face's gender target from the teacher's out-of-fold
+        probability that it is female (`teacher_gender`) instead of its label."""
         teacher_targets = np.stack([1.0 - female, female], axis=1)
-        share = args.teacher_gender_weight
         self.train_targets["gender"] = (
             (1.0 - share) * self.train_targets["gender"] + share * teacher_targets
         ).astype(np.float32)
@@ -65,10 +63,13 @@ def train_model(
     """Compile and fit `model` (with the teacher's head while training, when asked) on the
     augmented training split; the budget says how many epochs ran."""
     training_model = model
+    if args.distill_weight or args.teacher_gender_weight:
+        embeddings = teacher_embeddings(args, train)  # read from the cache once for both lessons
     if args.teacher_gender_weight:
-        objectives.add_teacher_gender(args, train)
+        female = teacher_gender(embeddings, train.genders, args.seed)
+        objectives.add_teacher_gender(female, args.teacher_gender_weight)
     if args.distill_weight:
-        objectives.add_teacher(args, train, len(validation.names))
+        objectives.add_teacher(embeddings, args.distill_weight, len(validation.names))
         training_model = with_teacher_head(model)
     training_model.compile(
         optimizer=optimizer(args, len(train.names)),
