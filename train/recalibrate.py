@@ -83,7 +83,7 @@ def recalibrate(bundle: Path, data: Path, cache_dir: Path) -> dict[str, Any]:
     manifest = Manifest.model_validate(manifest).model_dump(mode="json")
     _replace(bundle / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     _replace(bundle / MODEL_CARD_FILE, CARDS[manifest["name"]](args, manifest))
-    return dict(manifest)
+    return manifest
 
 
 def _replace(path: Path, text: str) -> None:
