@@ -1,10 +1,9 @@
 """Small CNNs sized for CPU training and well under 100 MFLOPs per face.
 
-Two backbones: `separable` (depthwise-separable blocks, the fewest FLOPs; the bundles up to
-classifier 1.1.0 and regressor 1.3.0) and `residual` (plain 3x3 convolutions with residual
-blocks, from classifier 1.2.0 and regressor 1.4.0 on: more FLOPs, but this CPU trains it on over
-twice as many faces a second, as TensorFlow runs dense convolutions far closer to the CPU's peak
-than depthwise ones).
+Two backbones: `separable` (depthwise-separable blocks, the fewest FLOPs) and `residual` (plain
+3x3 convolutions with residual blocks, the served bundles': more FLOPs, but this CPU trains it on
+over twice as many faces a second, as TensorFlow runs dense convolutions far closer to the CPU's
+peak than depthwise ones; docs/models.md, "Backbone: residual against separable").
 """
 
 from __future__ import annotations

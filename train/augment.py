@@ -8,7 +8,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-# The ranges at strength 1 (what the 1.0.0 and 1.1.0 bundles trained with); a strength s
+# The ranges at strength 1 (the default); a strength s
 # multiplies each: rotation +-12s degrees, scale 1 +- 0.1s, shift +-0.06s, etc.
 MAX_ROTATION_DEGREES = 12.0
 MAX_SCALE_CHANGE = 0.1
@@ -16,7 +16,7 @@ MAX_SHIFT_FRACTION = 0.06
 MAX_BRIGHTNESS_DELTA = 0.12 * 255.0
 MAX_CONTRAST_CHANGE = 0.25
 
-# Degradations (off by default; every regressor since 1.3.0 trained with them): a zoomed-out
+# Degradations (off by default; the served regressor trained with them): a zoomed-out
 # image shrinks to 65-90% of its size inside a border of its own edge pixels (as the served
 # alignment frames a face near the photo's edge); a low-resolution one passes through 16-40
 # pixels square and back.

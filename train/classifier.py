@@ -7,14 +7,7 @@ Commands (from the repository root, with the project installed: `make install`):
     # side with a regressor, one core each; 53 minutes):
     .venv/bin/python -m train.classifier --data ../shared/data/utkface --version 1.4.0 --threads 1 \
         --architecture residual --epochs 28 --max-minutes 82 --distill-weight 3
-    # the earlier bundle 1.3.0 (the same at weight 1, beside the regressor 1.5.0; 77 minutes):
-    .venv/bin/python -m train.classifier --data ../shared/data/utkface --version 1.3.0 --threads 1 \
-        --architecture residual --epochs 28 --max-minutes 88 --distill-weight 1
-    # the earlier bundle 1.2.0 (the same without the teacher, beside the regressor 1.4.0):
-    .venv/bin/python -m train.classifier --data ../shared/data/utkface --version 1.2.0 --threads 1 \
-        --architecture residual --epochs 28 --max-minutes 88
-    # the earlier bundle 1.1.0 (trained beside the regressor 1.1.0; the default settings):
-    .venv/bin/python -m train.classifier --data ../shared/data/utkface --version 1.1.0 --threads 1
+    # earlier bundles: docs/models.md, "Every pair served so far"
     # a two-minute smoke run into a scratch folder:
     .venv/bin/python -m train.classifier --epochs 1 --limit 512 --models-dir /tmp/models
 

@@ -36,9 +36,9 @@ DEFAULT_SEED = 1234  # the committed bundles' split and initialisation
 
 
 def base_parser(description: str, default_epochs: int) -> argparse.ArgumentParser:
-    """Arguments common to both scripts; defaults are the settings of the 1.1.0 bundles.
+    """Arguments common to both scripts, with their defaults.
 
-    Each script's docstring has the exact command of its committed bundle.
+    Each script's docstring has the exact command of its served bundle.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)

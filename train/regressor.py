@@ -8,23 +8,7 @@ Commands (from the repository root, with the project installed: `make install`):
     .venv/bin/python -m train.regressor --data ../shared/data/utkface --version 1.7.0 --threads 1 \
         --architecture residual --epochs 34 --max-minutes 55 --augment 0.5 --dropout 0.1 \
         --zoom-out 0.15 --greyscale 0.1 --low-res 0.1 --distill-weight 3
-    # the earlier bundle 1.5.0 (28 epochs at weight 1, beside the classifier 1.3.0; 74 minutes):
-    .venv/bin/python -m train.regressor --data ../shared/data/utkface --version 1.5.0 --threads 1 \
-        --architecture residual --epochs 28 --max-minutes 88 --augment 0.5 --dropout 0.1 \
-        --zoom-out 0.15 --greyscale 0.1 --low-res 0.1 --distill-weight 1
-    # the earlier bundle 1.4.0 (the same without the teacher, beside the classifier 1.2.0):
-    .venv/bin/python -m train.regressor --data ../shared/data/utkface --version 1.4.0 --threads 1 \
-        --architecture residual --epochs 28 --max-minutes 88 --augment 0.5 --dropout 0.1 \
-        --zoom-out 0.15 --greyscale 0.1 --low-res 0.1
-    # the earlier bundle 1.3.0 (the separable backbone; 19 of the 20 epochs fitted the budget):
-    .venv/bin/python -m train.regressor --data ../shared/data/utkface --version 1.3.0 --threads 1 \
-        --epochs 20 --max-minutes 88 --augment 0.5 --dropout 0.1 \
-        --zoom-out 0.15 --greyscale 0.1 --low-res 0.1
-    # the earlier bundle 1.2.0 (the same without degradations):
-    .venv/bin/python -m train.regressor --data ../shared/data/utkface --version 1.2.0 --threads 1 \
-        --epochs 22 --max-minutes 100 --augment 0.5 --dropout 0.1
-    # the earlier bundle 1.1.0 (the default settings):
-    .venv/bin/python -m train.regressor --data ../shared/data/utkface --version 1.1.0 --threads 1
+    # earlier bundles: docs/models.md, "Every pair served so far"
     # a two-minute smoke run into a scratch folder:
     .venv/bin/python -m train.regressor --epochs 1 --limit 512 --models-dir /tmp/models
     # with IMDB-WIKI photos added to the training split (see train/wiki_chips.py):

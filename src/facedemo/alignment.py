@@ -77,9 +77,8 @@ def warp_chip(image: np.ndarray, chip_to_image: np.ndarray, side: int) -> np.nda
     one image pixel, the region under the chip is first shrunk with antialiasing, so a large face
     does not alias. Where the chip reaches outside the image, the image's edge pixels are
     repeated: a face cropped tightly (or cut by the image's edge) then looks more like a training
-    chip than with black there. On the first 600 chips of the calibration split cropped to their
-    central 80% (bench/robustness.py's "zoomed in"), detect=auto gets gender right for 0.874 of
-    the faces, against 0.791 with black (0.892 against 0.883 for the chips as they are).
+    chip than with black there, and is estimated better (docs/models.md, "Detection and
+    alignment").
     """
     matrix = np.asarray(chip_to_image, np.float64).copy()
     height, width = image.shape[:2]

@@ -54,14 +54,9 @@ PADDED_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 MAX_BATCH_SIZE = PADDED_BATCH_SIZES[-1]
 
 # Share of the classifier's bucket head in the bucket answer; the rest is the age distribution's
-# mass per bucket. Chosen on the 1.1.0 bundles' calibration split (2,081 faces): accuracy 0.780
-# at 0, 0.778 at 0.25, 0.770 at 0.5; 0.25 keeps the bucket head's better recall of the rare
-# 75-99 bucket (0.711 against 0.687 at 0), for which it was trained with larger loss weights.
-# With the regressor 1.2.0 on the same split: 0.773 at 0, 0.771 at 0.25, 0.767 at 0.5.
-# With the regressor 1.3.0: 0.778 at 0, 0.776 at 0.25, 0.766 at 0.5 (75-99 recall 0.699, 0.723,
-# 0.699). With the residual pair (classifier 1.2.0, regressor 1.4.0): 0.781 at 0, 0.780 at 0.25
-# and at 0.5 (75-99 recall 0.651, 0.663, 0.699). With the distilled pair (classifier 1.4.0,
-# regressor 1.7.0): 0.799 at 0 and at 0.25, 0.798 at 0.5 (75-99 recall 0.675, 0.687, 0.687).
+# mass per bucket. A quarter scores as well as none on the calibration split and keeps the bucket
+# head's better recall of the rare 75-99 bucket, for which it was trained with larger loss weights
+# (figures: docs/models.md, "Bucket decisions").
 BUCKET_HEAD_WEIGHT = 0.25
 
 ModelFunction = Callable[[tf.Tensor], dict[str, tf.Tensor]]
