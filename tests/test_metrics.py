@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.test_api import image_bytes, running, settled_readiness
 
 from facedemo.api import create_app
-from facedemo.api.metrics import ServiceMetrics
+from facedemo.api.prometheus import ServiceMetrics
 from facedemo.config import Settings
 from facedemo.manifest import CLASSIFIER_NAME, REGRESSOR_NAME
 

@@ -24,8 +24,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from facedemo.accuracy import buckets_of
 from facedemo.manifest import AGE_BUCKET_LABELS, CLASSIFIER_NAME, GENDER_LABELS
-from facedemo.metrics import buckets_of
 from train import model_card
 from train.age_targets import (
     AGE_LOGITS_SPEC,

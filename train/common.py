@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from facedemo.accuracy import Estimates, Labels, buckets_of, evaluation_report
 from facedemo.age_distribution import Tempering, age_summary
 from facedemo.manifest import AGE_BUCKET_LABELS
-from facedemo.metrics import Estimates, Labels, buckets_of, evaluation_report
 from train.age_targets import EXPECTED_AGE_L1_WEIGHT, INTERVAL_LEVEL, calibrate
 from train.architectures import ARCHITECTURES
 from train.augment import Degradations

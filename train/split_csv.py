@@ -13,8 +13,8 @@ import argparse
 import csv
 from pathlib import Path
 
+from facedemo.accuracy import RACE_LABELS
 from facedemo.manifest import GENDER_LABELS
-from facedemo.metrics import RACE_LABELS
 from train.common import DEFAULT_DATA, DEFAULT_SEED, SPLIT_FRACTIONS
 from train.utkface import scan_folder, stratified_split
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from facedemo.accuracy import RACE_LABELS, Estimates, Labels, evaluation_report
 from facedemo.errors import InputError
 from facedemo.manifest import AGE_BUCKET_LABELS, GENDER_LABELS
-from facedemo.metrics import RACE_LABELS, Estimates, Labels, evaluation_report
 from facedemo.pipeline import DetectMode, FaceResult, LocatedImage, Pipeline
 from facedemo.utkface_names import IMAGE_SUFFIXES, parse_name
 

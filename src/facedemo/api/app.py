@@ -12,9 +12,9 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from facedemo import __version__
-from facedemo.api.metrics import ServiceMetrics
 from facedemo.api.middleware import install_middleware
 from facedemo.api.problems import install_problem_handlers
+from facedemo.api.prometheus import ServiceMetrics
 from facedemo.api.routes import batch, demo, health, metrics, models, predict
 from facedemo.api.state import ServiceState
 from facedemo.batching import BatchingPredictor

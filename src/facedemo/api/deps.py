@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from facedemo.api.access_log import RequestContext, request_context
-from facedemo.api.metrics import ServiceMetrics
+from facedemo.api.prometheus import ServiceMetrics
 from facedemo.api.state import ServiceState
 from facedemo.config import Settings
 from facedemo.pipeline import Pipeline

@@ -1,7 +1,7 @@
 """`install_middleware`: the service's middleware stack, outermost first.
 
     AccessLogMiddleware      request id and one access line, for every answer (500s included)
-    RequestMetricsMiddleware Prometheus request counts and latencies (api/metrics.py)
+    RequestMetricsMiddleware Prometheus request counts and latencies (api/prometheus.py)
     ServerErrorMiddleware    Starlette's: unhandled exceptions -> the 500 problem
     ApiKeyMiddleware         401 before anything reads the body, when keys are configured
     UploadLimitMiddleware    413 for bodies over their limit, before or while they arrive
@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 
 from facedemo.api.access_log import AccessLogMiddleware
 from facedemo.api.limits import UploadLimitMiddleware, UploadLimits
-from facedemo.api.metrics import RequestMetricsMiddleware, ServiceMetrics
+from facedemo.api.prometheus import RequestMetricsMiddleware, ServiceMetrics
 from facedemo.api.security import ApiKeyMiddleware, ApiKeyPolicy, document_api_keys
 from facedemo.config import Settings
 

@@ -1,4 +1,4 @@
-"""GET /metrics: the service's Prometheus metrics (see api/metrics.py for the list).
+"""GET /metrics: the service's Prometheus metrics (see api/prometheus.py for the list).
 
 With API keys configured it needs one unless FACEDEMO_API_KEYS_PROTECT_METRICS is false (the
 check is ApiKeyMiddleware's, api/security.py). Left out of the OpenAPI document: it is for
@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from facedemo.api.metrics import ServiceMetrics
+from facedemo.api.prometheus import ServiceMetrics
 
 router = APIRouter(tags=["metrics"], include_in_schema=False)
 
