@@ -1,17 +1,27 @@
-"""Shared fixtures: tiny random-weight bundles and a registry over them, built once a session.
+"""Shared fixtures: tiny random-weight bundles, a registry and a ready app over them.
 
 TensorFlow is imported inside the fixtures, so test files that do not use them start quickly.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
+    import httpx
+    from fastapi import FastAPI
+
     from facedemo.registry import Registry
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """Async tests and fixtures run on asyncio (module-scoped, as the app fixtures below are)."""
+    return "asyncio"
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +44,22 @@ def tiny_registry(tiny_models_dir: Path) -> Registry:
     from facedemo.registry import Registry
 
     return Registry.load(tiny_models_dir)
+
+
+@pytest.fixture(scope="module")
+def ready_app(tiny_models_dir: Path) -> FastAPI:
+    """An app over `tiny_models_dir` with default settings, one per test module."""
+    from facedemo.api.app import create_app
+    from facedemo.config import Settings
+
+    return create_app(Settings(models_dir=tiny_models_dir))
+
+
+@pytest.fixture(scope="module")
+async def client(ready_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of `ready_app`, its lifespan started and its models ready."""
+    from tests.test_api import running, settled_readiness
+
+    async with running(ready_app) as client:
+        assert (await settled_readiness(client)).status_code == 200
+        yield client

@@ -62,11 +62,6 @@ ROUTES = {
 }
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def image_bytes(image_format: str, height: int = 48, width: int = 64, seed: int = 0) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     buffer = io.BytesIO()
@@ -105,18 +100,6 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
     assert isinstance(body["title"], str) and body["title"]
     assert body["type"] in (PROBLEM_TYPE_BASE + code, "about:blank")
     return body
-
-
-@pytest.fixture(scope="module")
-def ready_app(tiny_models_dir: Path) -> FastAPI:
-    return create_app(Settings(models_dir=tiny_models_dir))
-
-
-@pytest.fixture(scope="module")
-async def client(ready_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(ready_app) as client:
-        assert (await settled_readiness(client)).status_code == 200
-        yield client
 
 
 # ----------------------------------------------------------------------------- predict

@@ -22,11 +22,6 @@ KEYS = ("alpha-7f3c9e2b41d8", "beta-0a5d6e8c93f1")
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 def app(tiny_models_dir: Path) -> FastAPI:
     return create_app(Settings(models_dir=tiny_models_dir, api_keys=",".join(KEYS)))
 

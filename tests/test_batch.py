@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,9 +10,8 @@ import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
-from tests.test_api import assert_problem, image_bytes, running, settled_readiness
+from tests.test_api import assert_problem, image_bytes
 
-from facedemo.api import create_app
 from facedemo.api.deps import get_app_settings
 from facedemo.api.problems import PROBLEM_MEDIA_TYPE
 from facedemo.config import Settings
@@ -32,23 +30,6 @@ TEXT = b"name,salary\nalice,123456\n"
 PDF = b"%PDF-1.7\n%\xe2\xe3\n1 0 obj\n"
 
 Upload = tuple[str, tuple[str, bytes, str]]
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def batch_app(tiny_models_dir: Path) -> FastAPI:
-    return create_app(Settings(models_dir=tiny_models_dir))
-
-
-@pytest.fixture(scope="module")
-async def client(batch_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(batch_app) as client:
-        assert (await settled_readiness(client)).status_code == 200
-        yield client
 
 
 def png(height: int, width: int, seed: int) -> Upload:
@@ -198,12 +179,12 @@ async def test_a_batch_of_only_bad_files_is_answered_with_an_empty_summary(
 
 
 async def test_the_byte_limit_applies_to_each_file(
-    client: httpx.AsyncClient, batch_app: FastAPI, tiny_models_dir: Path
+    client: httpx.AsyncClient, ready_app: FastAPI, tiny_models_dir: Path
 ) -> None:
     small = image_bytes("PNG", 16, 16, seed=20)
     large = image_bytes("PNG", 64, 64, seed=21)
     assert len(small) < len(large)
-    batch_app.dependency_overrides[get_app_settings] = lambda: Settings(
+    ready_app.dependency_overrides[get_app_settings] = lambda: Settings(
         models_dir=tiny_models_dir, max_upload_bytes=len(small)
     )
     try:
@@ -214,7 +195,7 @@ async def test_the_byte_limit_applies_to_each_file(
         ]
         body = await post_batch(client, uploads)
     finally:
-        batch_app.dependency_overrides.clear()
+        ready_app.dependency_overrides.clear()
 
     first, too_large, last = body["items"]
     assert len(first["faces"]) == len(last["faces"]) == 1
@@ -237,14 +218,14 @@ async def test_an_empty_file_fails_alone(client: httpx.AsyncClient) -> None:
 
 async def test_too_many_files_is_refused_before_any_is_decoded(
     client: httpx.AsyncClient,
-    batch_app: FastAPI,
+    ready_app: FastAPI,
     tiny_models_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    state: ServiceState = batch_app.state.service
+    state: ServiceState = ready_app.state.service
     calls: list[object] = []
     monkeypatch.setattr(state.pipeline, "predict_images", lambda *args: calls.append(args))
-    batch_app.dependency_overrides[get_app_settings] = lambda: Settings(
+    ready_app.dependency_overrides[get_app_settings] = lambda: Settings(
         models_dir=tiny_models_dir, max_batch_images=2
     )
     try:
@@ -252,7 +233,7 @@ async def test_too_many_files_is_refused_before_any_is_decoded(
             "/predict/batch", files=[png(16, 16, seed=seed) for seed in range(3)]
         )
     finally:
-        batch_app.dependency_overrides.clear()
+        ready_app.dependency_overrides.clear()
 
     body = assert_problem(response, 413, "too_many_files")
     assert body["type"] == PROBLEM_TYPE_BASE + "too_many_files"
@@ -279,12 +260,12 @@ async def test_the_default_limit_is_32_files(client: httpx.AsyncClient) -> None:
 )
 async def test_the_detect_mode_reaches_the_pipeline(
     client: httpx.AsyncClient,
-    batch_app: FastAPI,
+    ready_app: FastAPI,
     monkeypatch: pytest.MonkeyPatch,
     params: dict[str, str],
     expected: DetectMode,
 ) -> None:
-    state: ServiceState = batch_app.state.service
+    state: ServiceState = ready_app.state.service
     assert state.pipeline is not None
     predict_images = state.pipeline.predict_images
     modes: list[DetectMode] = []

@@ -392,11 +392,6 @@ def test_settings_configure_the_batcher_within_the_registry_s_padded_sizes() -> 
 # ----------------------------------------------------------------------------- over HTTP
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def eventually(condition: Callable[[], bool]) -> None:
     with anyio.fail_after(HTTP_WAIT):
         while not condition():

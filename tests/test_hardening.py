@@ -45,11 +45,6 @@ SKIP = {"detect": "skip"}  # every image here is taken as one face crop
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 def app(tiny_models_dir: Path) -> FastAPI:
     return create_app(
         Settings(

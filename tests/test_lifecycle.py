@@ -27,11 +27,6 @@ IN_FLIGHT = 8
 BOUNDARY = "facedemo-lifecycle"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_a_tampered_model_keeps_the_service_not_ready_with_the_reason(
     tmp_path: Path, tiny_models_dir: Path

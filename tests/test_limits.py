@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from fastapi import FastAPI
 from PIL import Image
 from tests.test_api import assert_problem, image_bytes, running, settled_readiness
 from tests.test_imaging import encode
@@ -32,23 +31,6 @@ PART_HEAD = (
     "Content-Type: image/jpeg\r\n\r\n"
 ).encode()
 MULTIPART_HEADERS = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def app(tiny_models_dir: Path) -> FastAPI:
-    return create_app(Settings(models_dir=tiny_models_dir))
-
-
-@pytest.fixture(scope="module")
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(app) as client:
-        assert (await settled_readiness(client)).status_code == 200
-        yield client
 
 
 class EndlessUpload:

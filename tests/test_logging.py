@@ -6,16 +6,13 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from tests.test_api import assert_problem, image_bytes, running, settled_readiness
+from tests.test_api import assert_problem, image_bytes
 
-from facedemo.api import create_app
 from facedemo.api.state import ServiceState
 from facedemo.config import Settings
 from facedemo.logging_config import ACCESS_LOGGER, JsonFormatter, build_log_config
@@ -32,23 +29,6 @@ FIELDS = {
     "upload_bytes",
     "client",
 }
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def app(tiny_models_dir: Path) -> FastAPI:
-    return create_app(Settings(models_dir=tiny_models_dir))
-
-
-@pytest.fixture(scope="module")
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(app) as client:
-        assert (await settled_readiness(client)).status_code == 200
-        yield client
 
 
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
@@ -158,18 +138,18 @@ async def test_an_unsafe_incoming_request_id_is_replaced(
 
 
 async def test_an_unexpected_error_is_logged_with_its_id_and_500(
-    app: FastAPI,
+    ready_app: FastAPI,
     client: httpx.AsyncClient,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    state: ServiceState = app.state.service
+    state: ServiceState = ready_app.state.service
 
     def explode(data: bytes, detect: object) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(state.pipeline, "predict_image", explode)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=ready_app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://facedemo") as raw:
         with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
             response = await raw.post(

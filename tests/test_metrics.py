@@ -22,11 +22,6 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 async def client(tiny_models_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(Settings(models_dir=tiny_models_dir))
     async with running(app) as client:
