@@ -138,7 +138,7 @@ def render_card(args: argparse.Namespace, manifest_fields: dict[str, Any]) -> st
             "auxiliary distribution over ages 0-116 (trained with a quarter of the loss weight; "
             f"{tempering}). The service "
             "averages its gender head with the age-regressor's and pools its age distribution "
-            "with the age-regressor's (see README, Models). The figures below are this "
+            "with the age-regressor's (see docs/models.md). The figures below are this "
             "model alone: bucket and gender from their heads, age from the auxiliary head."
         ),
         manifest_fields=manifest_fields,

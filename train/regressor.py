@@ -143,7 +143,7 @@ def render_card(args: argparse.Namespace, manifest_fields: dict[str, Any]) -> st
             "a probability distribution over ages 0-116, and an auxiliary gender head. The "
             "service pools this "
             f"distribution (after a {tempering}) with the classifier's auxiliary "
-            "one (see README, Models) and reports the mean as the age and the 10%-90% "
+            "one (see docs/models.md) and reports the mean as the age and the 10%-90% "
             "quantiles as an 80% interval. "
             "The figures below are this model alone; the age bucket column is the bucket of its "
             "estimated age."
