@@ -5,12 +5,15 @@ TensorFlow is imported inside the fixtures, so test files that do not use them s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
+    from tests.served import Served
+
     from facedemo.registry import Registry
 
 
@@ -34,3 +37,15 @@ def tiny_registry(tiny_models_dir: Path) -> Registry:
     from facedemo.registry import Registry
 
     return Registry.load(tiny_models_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_server(
+    tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    """`facedemo serve` over `tiny_models_dir` on a free port; it needs served.TINY_SERVER_KEY."""
+    from tests.served import TINY_SERVER_KEY, served
+
+    log = tmp_path_factory.mktemp("served") / "server.log"
+    with served(tiny_models_dir, log, api_keys=TINY_SERVER_KEY) as server:
+        yield server
