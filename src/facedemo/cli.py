@@ -220,6 +220,8 @@ def _predict_through_service(args: argparse.Namespace, files: list[Path]) -> int
             reason = outcome.unreadable or (outcome.error and outcome.error.detail)
             _complain(f"{outcome.path}: {reason}")
 
+    # httpx logs every request at INFO: thousands of lines that would bury the summary.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     api_key = args.api_key or os.environ.get(CLIENT_API_KEY_VARIABLE) or None
     concurrency = args.concurrency or 4
 
