@@ -89,7 +89,7 @@ def test_bulk_writes_one_line_per_image(
             assert line["faces"][0]["box"] == {"x": 0, "y": 0, "width": 30, "height": 40}
     assert len({line["request_id"] for line in lines}) == len(lines)
     err = capsys.readouterr().err
-    assert "10/10 images: 9 predicted, 1 refused" in err and "images/s" in err
+    assert "10/10 images: 9 predicted, 1 failed" in err and "images/s" in err
 
 
 def test_a_rerun_after_an_interruption_does_only_the_rest(

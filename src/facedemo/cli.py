@@ -40,7 +40,7 @@ from facedemo.bundles import (
     find_bundle,
     read_manifest,
 )
-from facedemo.client import AsyncClient, RetryPolicy
+from facedemo.client import AsyncClient
 from facedemo.client.bulk import BulkRun, Outcome, ResultsFile, image_files, predict_files
 from facedemo.config import Settings, get_settings
 from facedemo.errors import BundleError, FacedemoError, InputError
@@ -212,13 +212,12 @@ def _predict_through_service(args: argparse.Namespace, files: list[Path]) -> int
     skipped = len(files) - len(todo)
 
     def record(outcome: Outcome) -> None:
-        if results is not None:
-            results.write(outcome)
+        if results is not None and outcome.unreadable is None:
+            results.write(outcome)  # the answer or the refusal: one line either way
         elif outcome.response is not None:
             _print_prediction(outcome.path, outcome.response, args.json)
-        if outcome.response is None and (results is None or outcome.unreadable is not None):
-            reason = outcome.unreadable or (outcome.error and outcome.error.detail)
-            _complain(f"{outcome.path}: {reason}")
+        else:
+            _complain(f"{outcome.path}: {outcome.reason}")
 
     # httpx logs every request at INFO: thousands of lines that would bury the summary.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -226,9 +225,7 @@ def _predict_through_service(args: argparse.Namespace, files: list[Path]) -> int
     concurrency = args.concurrency or 4
 
     async def score() -> BulkRun:
-        async with AsyncClient(
-            args.url, api_key=api_key, retry=RetryPolicy(), max_connections=concurrency
-        ) as client:
+        async with AsyncClient(args.url, api_key=api_key, max_connections=concurrency) as client:
             return await predict_files(
                 client,
                 todo,
@@ -259,7 +256,7 @@ def _run_summary(run: BulkRun, skipped: int, output: Path | None) -> str:
     already = f", {skipped} skipped (already in {output})" if skipped else ""
     unreadable = f", {run.unreadable} unreadable" if run.unreadable else ""
     return (
-        f"{run.done}/{run.total} images: {run.predicted} predicted, {run.failed} refused"
+        f"{run.done}/{run.total} images: {run.predicted} predicted, {run.failed} failed"
         f"{unreadable}{already}; {run.images_per_second:.1f} images/s"
     )
 

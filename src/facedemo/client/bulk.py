@@ -68,8 +68,17 @@ class Outcome:
     error: ProblemError | None = None
     unreadable: str | None = None  # the file could not be read here
 
+    @property
+    def reason(self) -> str:
+        """Why the file has no prediction; empty when it has one."""
+        if self.unreadable is not None:
+            return self.unreadable
+        if self.error is not None:
+            return self.error.detail or self.error.title
+        return ""
+
     def json_line(self) -> str:
-        """The file's line in a results file (module docstring); only for answered files."""
+        """The file's line in a results file (module docstring); ValueError if unanswered."""
         document: dict[str, Any] = {"file": str(self.path)}
         if self.response is not None:
             document.update(self.response.model_dump(mode="json"))
@@ -164,9 +173,7 @@ class ResultsFile:
         self._file = path.open("ab", buffering=0)
 
     def write(self, outcome: Outcome) -> None:
-        """Append the outcome's line (one write call) unless it has none (an unreadable file)."""
-        if outcome.response is None and outcome.error is None:
-            return
+        """Append the outcome's line with one write call."""
         line = (outcome.json_line() + "\n").encode()
         written = 0
         while written < len(line):  # a raw write may take fewer bytes than offered
