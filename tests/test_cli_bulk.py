@@ -186,3 +186,12 @@ def test_in_process_predict_takes_a_folder(
     assert cli.main(["predict", str(folder), "--json", "--detect", "skip"]) == 0
     files = [json.loads(line)["file"] for line in capsys.readouterr().out.splitlines()]
     assert files == [str(folder / f"a{index}.png") for index in range(4)]
+
+
+def test_an_output_that_cannot_be_opened_is_a_usage_error(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "no-such-folder" / "results.jsonl"
+    argv = ["predict", "--url", "http://127.0.0.1:9", str(folder), "--output", str(output)]
+    assert cli.main(argv) == 2
+    assert "No such file or directory" in capsys.readouterr().err

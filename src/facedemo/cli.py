@@ -41,7 +41,14 @@ from facedemo.bundles import (
     read_manifest,
 )
 from facedemo.client import AsyncClient
-from facedemo.client.bulk import BulkRun, Outcome, ResultsFile, image_files, predict_files
+from facedemo.client.bulk import (
+    DEFAULT_CONCURRENCY,
+    BulkRun,
+    Outcome,
+    ResultsFile,
+    image_files,
+    predict_files,
+)
 from facedemo.config import Settings, get_settings
 from facedemo.errors import BundleError, FacedemoError, InputError
 from facedemo.evaluation import evaluate, format_report, load_labelled_set
@@ -152,7 +159,7 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=_positive_int,
         metavar="N",
-        help="requests in flight at once (default: 4)",
+        help=f"requests in flight at once (default: {DEFAULT_CONCURRENCY})",
     )
     remote.add_argument(
         "--output",
@@ -207,7 +214,11 @@ def _predict_in_process(args: argparse.Namespace, settings: Settings, files: lis
 
 def _predict_through_service(args: argparse.Namespace, files: list[Path]) -> int:
     """POST each image to the service at --url, --concurrency at a time (client/bulk.py)."""
-    results = ResultsFile(args.output) if args.output is not None else None
+    try:
+        results = ResultsFile(args.output) if args.output is not None else None
+    except OSError as error:
+        _complain(f"{args.output}: {error.strerror or error}")
+        return EXIT_USAGE
     todo = [path for path in files if results is None or str(path) not in results.completed]
     skipped = len(files) - len(todo)
 
@@ -222,7 +233,7 @@ def _predict_through_service(args: argparse.Namespace, files: list[Path]) -> int
     # httpx logs every request at INFO: thousands of lines that would bury the summary.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     api_key = args.api_key or os.environ.get(CLIENT_API_KEY_VARIABLE) or None
-    concurrency = args.concurrency or 4
+    concurrency = args.concurrency or DEFAULT_CONCURRENCY
 
     async def score() -> BulkRun:
         async with AsyncClient(args.url, api_key=api_key, max_connections=concurrency) as client:

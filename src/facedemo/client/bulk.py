@@ -36,6 +36,7 @@ from facedemo.schemas import PredictResponse
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 )
+DEFAULT_CONCURRENCY = 4
 # Answers about the image itself; a rerun would get the same, so they are recorded.
 IMAGE_ERROR_STATUSES = frozenset({400, 413, 415, 500})
 
@@ -117,7 +118,7 @@ async def predict_files(
     files: Sequence[Path],
     *,
     detect: str | None = None,
-    concurrency: int = 4,
+    concurrency: int = DEFAULT_CONCURRENCY,
     on_outcome: Callable[[Outcome], None],
     progress: Callable[[int, int], None] | None = None,
 ) -> BulkRun:
