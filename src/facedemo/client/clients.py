@@ -14,12 +14,12 @@ from types import TracebackType
 from typing import TypeVar
 
 import httpx
-from pydantic import BaseModel
 
 from facedemo.client.errors import FacedemoClientError, ProblemError, TransportError
 from facedemo.client.retry import Attempts, RetryPolicy
 from facedemo.client.wire import (
     REQUEST_ID_HEADER,
+    Answer,
     Call,
     ImageInput,
     Upload,
@@ -43,7 +43,6 @@ from facedemo.schemas import (
 
 logger = logging.getLogger("facedemo.client")
 
-Answer = TypeVar("Answer", bound=BaseModel)
 SelfClient = TypeVar("SelfClient", bound="Client")
 SelfAsyncClient = TypeVar("SelfAsyncClient", bound="AsyncClient")
 
