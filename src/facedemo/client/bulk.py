@@ -13,7 +13,7 @@ too large, not an allowed format) and 500 (the service failed on it). Anything e
 unreachable or unavailable after the client's retries, a 401, a 422) stops the run with that
 error and writes nothing for the images in flight, so that a rerun does them.
 
-`ResultsFile` writes each line with one write call and flushes it, so an interrupted run loses
+`ResultsFile` writes each line with one unbuffered write call, so an interrupted run loses
 only the images in flight. On a rerun it drops a partial last line, if the interruption left one,
 and the paths already in the file are skipped.
 """
