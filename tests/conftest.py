@@ -5,7 +5,7 @@ TensorFlow is imported inside the fixtures, so test files that do not use them s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +14,7 @@ import pytest
 if TYPE_CHECKING:
     import httpx
     from fastapi import FastAPI
+    from tests.served import Served
 
     from facedemo.registry import Registry
 
@@ -63,3 +64,15 @@ async def client(ready_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with running(ready_app) as client:
         assert (await settled_readiness(client)).status_code == 200
         yield client
+
+
+@pytest.fixture(scope="session")
+def tiny_server(
+    tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    """`facedemo serve` over `tiny_models_dir` on a free port; it needs served.TINY_SERVER_KEY."""
+    from tests.served import TINY_SERVER_KEY, served
+
+    log = tmp_path_factory.mktemp("served") / "server.log"
+    with served(tiny_models_dir, log, api_keys=TINY_SERVER_KEY) as server:
+        yield server

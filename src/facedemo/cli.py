@@ -1,10 +1,13 @@
 """The `facedemo` command: serve the API, predict images in-process, list model bundles.
 
     facedemo serve [--host H] [--port P] [--workers N]
-    facedemo predict IMAGE... [--detect auto|skip] [--json]
+    facedemo predict PATH... [--detect auto|skip] [--json]
+    facedemo predict --url URL PATH... [--concurrency N] [--output FILE.jsonl] [--api-key KEY]
     facedemo evaluate DATA [--labels CSV] [--detect skip] [--json] [--limit N]
     facedemo models [--json]
 
+A PATH is an image file or a folder, searched recursively for image files. With --url the images
+go to a running service (facedemo.client.bulk), without it they are predicted in this process.
 Settings come from FACEDEMO_* environment variables (see config.py); flags override them. Each
 subcommand is one entry of SUBCOMMANDS: a help line, a function adding its arguments, and a
 function running it that returns the exit status.
@@ -13,11 +16,13 @@ function running it that returns the exit status.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +40,15 @@ from facedemo.bundles import (
     find_bundle,
     read_manifest,
 )
+from facedemo.client import AsyncClient
+from facedemo.client.bulk import (
+    DEFAULT_CONCURRENCY,
+    BulkRun,
+    Outcome,
+    ResultsFile,
+    image_files,
+    predict_files,
+)
 from facedemo.config import Settings, get_settings
 from facedemo.errors import BundleError, FacedemoError, InputError
 from facedemo.evaluation import evaluate, format_report, load_labelled_set
@@ -47,7 +61,10 @@ if TYPE_CHECKING:
     from facedemo.registry import Registry
 
 APP_FACTORY = "facedemo.api:create_app"
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Where `predict --url` takes an API key from, so that it need not show in the process list.
+CLIENT_API_KEY_VARIABLE = "FACEDEMO_CLIENT_API_KEY"
+PROGRESS_BAR_WIDTH = 30
 
 
 @dataclass(frozen=True)
@@ -115,7 +132,13 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 
 def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="image files, or folders searched recursively for image files",
+    )
     parser.add_argument(
         "--detect",
         choices=[mode.value for mode in DetectMode],
@@ -128,9 +151,43 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print one JSON object per image and line: the API's response plus 'file'",
     )
+    remote = parser.add_argument_group(
+        "through a running service", "send the images to a facedemo service instead"
+    )
+    remote.add_argument("--url", help="the service's base URL, e.g. http://127.0.0.1:8000")
+    remote.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        metavar="N",
+        help=f"requests in flight at once (default: {DEFAULT_CONCURRENCY})",
+    )
+    remote.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="append one JSON line per image (its answer, or its error) to FILE as each "
+        "arrives; images already in FILE are skipped, so a rerun resumes",
+    )
+    remote.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"the service's API key (default: the {CLIENT_API_KEY_VARIABLE} variable)",
+    )
 
 
 def _run_predict(args: argparse.Namespace, settings: Settings) -> int:
+    """Predict each image, in-process or (with --url) through a service."""
+    if args.url is not None:
+        return _predict_through_service(args, image_files(args.images))
+    remote_only = [flag for flag in ("concurrency", "output", "api_key") if getattr(args, flag)]
+    if remote_only:
+        flags = ", ".join("--" + flag.replace("_", "-") for flag in remote_only)
+        _complain(f"{flags} only work with --url")
+        return EXIT_USAGE
+    return _predict_in_process(args, settings, image_files(args.images))
+
+
+def _predict_in_process(args: argparse.Namespace, settings: Settings, files: list[Path]) -> int:
     """Predict each image with the API's pipeline; a bad image does not stop the others."""
     try:
         registry = _load_registry(settings)
@@ -140,7 +197,7 @@ def _run_predict(args: argparse.Namespace, settings: Settings) -> int:
     detect = DetectMode(args.detect)
     pipeline = Pipeline(registry, settings, _load_detector(settings, registry, detect))
     status = EXIT_OK
-    for path in args.images:
+    for path in files:
         try:
             prediction = pipeline.predict_image(path.read_bytes(), detect)
         except OSError as error:
@@ -151,12 +208,75 @@ def _run_predict(args: argparse.Namespace, settings: Settings) -> int:
             _complain(f"{path}: {error.detail}")
             status = EXIT_FAILURE
             continue
-        response = PredictResponse.from_prediction(prediction)
-        if args.json:
-            print(json.dumps({"file": str(path), **response.model_dump(mode="json")}), flush=True)
-        else:
-            print(_prediction_table(path, response), flush=True)
+        _print_prediction(path, PredictResponse.from_prediction(prediction), args.json)
     return status
+
+
+def _predict_through_service(args: argparse.Namespace, files: list[Path]) -> int:
+    """POST each image to the service at --url, --concurrency at a time (client/bulk.py)."""
+    try:
+        results = ResultsFile(args.output) if args.output is not None else None
+    except OSError as error:
+        _complain(f"{args.output}: {error.strerror or error}")
+        return EXIT_USAGE
+    todo = [path for path in files if results is None or str(path) not in results.completed]
+    skipped = len(files) - len(todo)
+
+    def record(outcome: Outcome) -> None:
+        if results is not None and outcome.unreadable is None:
+            results.write(outcome)  # the answer or the refusal: one line either way
+        elif outcome.response is not None:
+            _print_prediction(outcome.path, outcome.response, args.json)
+        else:
+            _complain(f"{outcome.path}: {outcome.reason}")
+
+    # httpx logs every request at INFO: thousands of lines that would bury the summary.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    api_key = args.api_key or os.environ.get(CLIENT_API_KEY_VARIABLE) or None
+    concurrency = args.concurrency or DEFAULT_CONCURRENCY
+
+    async def score() -> BulkRun:
+        async with AsyncClient(args.url, api_key=api_key, max_connections=concurrency) as client:
+            return await predict_files(
+                client,
+                todo,
+                detect=args.detect,
+                concurrency=concurrency,
+                on_outcome=record,
+                progress=_terminal_progress("predicting"),
+            )
+
+    try:
+        run = asyncio.run(score())
+    except KeyboardInterrupt:
+        _complain(
+            "interrupted" + (f"; rerun with --output {args.output} to resume" if results else "")
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        if results is not None:
+            results.close()
+    _complain(_run_summary(run, skipped, args.output))
+    if run.stopped_by is not None:
+        _complain(f"stopped: {run.stopped_by}")
+        return EXIT_FAILURE
+    return EXIT_OK if run.done == run.predicted else EXIT_FAILURE
+
+
+def _run_summary(run: BulkRun, skipped: int, output: Path | None) -> str:
+    already = f", {skipped} skipped (already in {output})" if skipped else ""
+    unreadable = f", {run.unreadable} unreadable" if run.unreadable else ""
+    return (
+        f"{run.done}/{run.total} images: {run.predicted} predicted, {run.failed} failed"
+        f"{unreadable}{already}; {run.images_per_second:.1f} images/s"
+    )
+
+
+def _print_prediction(path: Path, response: PredictResponse, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"file": str(path), **response.model_dump(mode="json")}), flush=True)
+    else:
+        print(_prediction_table(path, response), flush=True)
 
 
 def _prediction_table(path: Path, response: PredictResponse) -> str:
@@ -230,20 +350,25 @@ def _run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         labelled,
         detect,
         limit=args.limit,
-        progress=_terminal_progress(),
+        progress=_terminal_progress("evaluating"),
     )
     print(json.dumps(report) if args.json else format_report(report), flush=True)
     return EXIT_OK if report["n"] else EXIT_FAILURE
 
 
-def _terminal_progress() -> Callable[[int, int], None] | None:
-    """A one-line counter on stderr, redrawn in place; None when stderr is not a terminal."""
+def _terminal_progress(label: str) -> Callable[[int, int], None] | None:
+    """A progress bar on stderr, redrawn in place; None when stderr is not a terminal."""
     if not sys.stderr.isatty():
         return None
+    started = time.monotonic()
 
     def show(done: int, total: int) -> None:
+        filled = PROGRESS_BAR_WIDTH * done // max(total, 1)
+        bar = "#" * filled + "-" * (PROGRESS_BAR_WIDTH - filled)
+        rate = done / max(time.monotonic() - started, 1e-9)
         end = "\n" if done >= total else ""
-        print(f"\revaluating: {done}/{total} images", end=end, file=sys.stderr, flush=True)
+        line = f"\r{label} [{bar}] {done}/{total} images, {rate:.1f}/s"
+        print(line, end=end, file=sys.stderr, flush=True)
 
     return show
 
@@ -336,7 +461,7 @@ def _bundle_table(rows: list[dict[str, Any]]) -> str:
 SUBCOMMANDS: dict[str, Subcommand] = {
     "serve": Subcommand("run the HTTP service", _add_serve_arguments, _run_serve),
     "predict": Subcommand(
-        "predict age and gender for image files, in-process",
+        "predict age and gender for image files, in-process or through a running service",
         _add_predict_arguments,
         _run_predict,
     ),

@@ -2,6 +2,10 @@
 
 The pipeline produces plain dataclasses; `PredictResponse.from_prediction` turns them into the
 typed response, so the API and `facedemo predict --json` print the same documents.
+
+`facedemo.client` parses answers into these same models, so this module must stay cheap to
+import: the pipeline (numpy, Pillow) is imported only where a method needs it, and `DetectMode`
+and `DEFAULT_DETECT_MODE`, which live in the pipeline, are looked up there on first use.
 """
 
 from __future__ import annotations
@@ -9,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from facedemo.manifest import Manifest
-from facedemo.pipeline import DEFAULT_DETECT_MODE, DetectMode, ImagePrediction, ModelVersion
-from facedemo.summary import summarize
+
+if TYPE_CHECKING:
+    from facedemo.pipeline import DEFAULT_DETECT_MODE, DetectMode, ImagePrediction, ModelVersion
 
 __all__ = [
     "DEFAULT_DETECT_MODE",
@@ -47,6 +52,18 @@ __all__ = [
     "Timings",
     "ValidationIssue",
 ]
+
+_PIPELINE_NAMES = frozenset({"DetectMode", "DEFAULT_DETECT_MODE"})
+
+
+def __getattr__(name: str) -> Any:
+    """`DetectMode` and `DEFAULT_DETECT_MODE` from the pipeline, imported on first use."""
+    if name in _PIPELINE_NAMES:
+        from facedemo import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Problem types are this base plus the error's code (RFC 9457 "type"); see api/problems.py.
 PROBLEM_TYPE_BASE = "https://facedemo.dev/problems/"
@@ -416,7 +433,9 @@ class BatchPredictResponse(BaseModel):
                         {"index": index, "filename": filename, **result}
                     )
                 )
-        predictions = [outcome for _, outcome in outcomes if isinstance(outcome, ImagePrediction)]
+        from facedemo.summary import summarize
+
+        predictions = [outcome for _, outcome in outcomes if not isinstance(outcome, Problem)]
         summary = summarize(
             [face for prediction in predictions for face in prediction.faces],
             images_ok=len(predictions),
