@@ -120,10 +120,9 @@ class Engine:
                 if pid > 0:
                     return pid
             else:
-                # buildah's own helper processes name the command too; the server is the last.
                 servers = [pid for pid in _descendants(started.pid) if _runs_serve(pid)]
                 if servers:
-                    return servers[-1]
+                    return servers[0]
             time.sleep(0.2)
         raise CheckFailed("the container's facedemo serve process did not appear")
 
@@ -343,10 +342,20 @@ def _process_uid(pid: int) -> int:
 
 
 def _runs_serve(pid: int) -> bool:
+    """Whether the process is the image's Python running `facedemo serve`.
+
+    buildah's helper processes, which run as root, carry `facedemo serve` in their arguments too.
+    """
     try:
-        return b"facedemo\x00serve" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\x00")
     except OSError:  # gone meanwhile
         return False
+    return (
+        len(arguments) >= 3
+        and Path(arguments[0].decode()).name.startswith("python")
+        and arguments[1].endswith(b"/facedemo")
+        and arguments[2] == b"serve"
+    )
 
 
 def _descendants(pid: int) -> list[int]:
