@@ -112,13 +112,14 @@ class Engine:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.name == "docker":
-                pid = int(
-                    _output(
-                        ["docker", "inspect", "--format", "{{.State.Pid}}", self._containers[-1]]
-                    )
-                )
-                if pid > 0:
-                    return pid
+                inspected = subprocess.run(
+                    ["docker", "inspect", "--format", "{{.State.Pid}}", self._containers[-1]],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )  # fails until `docker run` has created the container
+                if inspected.returncode == 0 and int(inspected.stdout) > 0:
+                    return int(inspected.stdout)
             else:
                 servers = [pid for pid in _descendants(started.pid) if _runs_serve(pid)]
                 if servers:
