@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import shutil
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -40,7 +39,6 @@ from facedemo.manifest import (
     AGE_BUCKET_LABELS,
     CLASSIFIER_NAME,
     MANIFEST_FILE,
-    MODEL_FILE,
     REGRESSOR_NAME,
     Manifest,
 )
@@ -309,40 +307,6 @@ async def test_livez_and_readyz_when_loaded(client: httpx.AsyncClient) -> None:
     assert body["status"] == "ready"
     assert {model["name"] for model in body["models"]} == {CLASSIFIER_NAME, REGRESSOR_NAME}
     assert body["device"]["kind"] in ("cpu", "gpu")
-
-
-async def test_empty_models_dir_keeps_the_service_up_but_not_ready(tmp_path: Path) -> None:
-    app = create_app(Settings(models_dir=tmp_path))
-    async with running(app) as client:
-        ready = await settled_readiness(client)
-        live = await client.get("/livez")
-        predict = await client.post(
-            "/predict", files={"file": ("face.png", image_bytes("PNG"), "image/png")}
-        )
-        models = await client.get("/models")
-
-    body = assert_problem(ready, 503, "not_ready")
-    assert "failed to load" in body["detail"] and "no bundle" in body["detail"]
-    assert live.status_code == 200
-    assert assert_problem(predict, 503, "not_ready")["detail"] == body["detail"]
-    assert_problem(models, 503, "not_ready")
-
-
-async def test_a_tampered_bundle_keeps_the_service_not_ready(
-    tmp_path: Path, tiny_models_dir: Path
-) -> None:
-    models_dir = tmp_path / "models"
-    shutil.copytree(tiny_models_dir, models_dir)
-    with (models_dir / REGRESSOR_NAME / "1.0.0" / MODEL_FILE).open("ab") as model_file:
-        model_file.write(b"tampered")
-
-    async with running(create_app(Settings(models_dir=models_dir))) as client:
-        ready = await settled_readiness(client)
-        live = await client.get("/livez")
-
-    body = assert_problem(ready, 503, "not_ready")
-    assert "checksum mismatch" in body["detail"]
-    assert live.status_code == 200
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ else:  # pragma: no cover - Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 TARGETS = ("cpu", "gpu")
+# What the cpu image installs in place of the tensorflow that `pip install .` brought.
+CPU_TENSORFLOW_SWAP = "tensorflow-cpu==${tensorflow_version}"
 
 
 @dataclass
@@ -200,12 +202,33 @@ def test_no_package_version_diverges_from_pyproject(
     """A package the Dockerfile names by itself must be declared in pyproject with the same pins."""
     declared = declared_requirements(pyproject)
     for argument in pip_install_arguments(stages, target):
-        if argument.startswith("."):
+        if argument.startswith(".") or argument == CPU_TENSORFLOW_SWAP:
             continue
         requirement = Requirement(argument)
         name = requirement.name.lower().replace("_", "-")
         assert name in declared, f"{argument} is not a dependency in pyproject.toml"
         assert str(requirement.specifier) in {str(r.specifier) for r in declared[name]}, argument
+
+
+def test_cpu_image_swaps_in_tensorflow_cpu_of_the_version_pyproject_installed(
+    stages: dict[str, Stage],
+) -> None:
+    """After `pip install .`, the cpu image replaces tensorflow by tensorflow-cpu, same version."""
+    [swap] = [
+        rest
+        for stage in build_closure(stages, "cpu")
+        for keyword, rest in stage.instructions
+        if keyword == "RUN" and CPU_TENSORFLOW_SWAP in rest
+    ]
+    steps = [" ".join(step.split()) for step in swap.split("&&")]
+    assert steps[0].endswith("pip install .")
+    assert steps[1] == (
+        "tensorflow_version=\"$(/opt/venv/bin/python -c 'from importlib.metadata import version; "
+        'print(version("tensorflow"))\')"'
+    )
+    assert steps[2] == "/opt/venv/bin/pip uninstall --yes tensorflow"
+    assert steps[3] == f'/opt/venv/bin/pip install --no-deps "{CPU_TENSORFLOW_SWAP}"'
+    assert CPU_TENSORFLOW_SWAP not in pip_install_arguments(stages, "gpu")
 
 
 def test_gpu_extra_pins_the_base_tensorflow(pyproject: dict) -> None:

@@ -1,4 +1,4 @@
-"""Lifecycle: a graceful stop on SIGTERM, and no serving from a broken or tampered bundle."""
+"""Lifecycle: a graceful stop on SIGTERM, and an exit when the models can never load."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +22,70 @@ from tests.test_api import assert_problem, image_bytes, running, settled_readine
 from facedemo import cli
 from facedemo.api import create_app
 from facedemo.config import Settings
-from facedemo.manifest import MODEL_FILE, REGRESSOR_NAME
+from facedemo.manifest import CLASSIFIER_NAME, MANIFEST_FILE, MODEL_FILE, REGRESSOR_NAME
 
 IN_FLIGHT = 8
 BOUNDARY = "facedemo-lifecycle"
 
 
-@pytest.mark.anyio
-async def test_a_tampered_model_keeps_the_service_not_ready_with_the_reason(
-    tmp_path: Path, tiny_models_dir: Path
-) -> None:
-    models_dir = tmp_path / "models"
-    shutil.copytree(tiny_models_dir, models_dir)
+def flip_one_bit(models_dir: Path) -> Settings:
     model_file = models_dir / REGRESSOR_NAME / "1.0.0" / MODEL_FILE
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0x01  # one flipped bit, same size
     model_file.write_bytes(bytes(data))
+    return Settings(models_dir=models_dir)
 
-    async with running(create_app(Settings(models_dir=models_dir))) as client:
+
+def drop_the_manifest(models_dir: Path) -> Settings:
+    (models_dir / CLASSIFIER_NAME / "1.0.0" / MANIFEST_FILE).unlink()
+    return Settings(models_dir=models_dir)
+
+
+def empty_the_folder(models_dir: Path) -> Settings:
+    shutil.rmtree(models_dir)
+    models_dir.mkdir()
+    return Settings(models_dir=models_dir)
+
+
+def remove_the_folder(models_dir: Path) -> Settings:
+    shutil.rmtree(models_dir)
+    return Settings(models_dir=models_dir)
+
+
+def pin_a_missing_version(models_dir: Path) -> Settings:
+    return Settings(models_dir=models_dir, model_pins={REGRESSOR_NAME: "9.9.9"})
+
+
+def demand_a_gpu(models_dir: Path) -> Settings:
+    return Settings(models_dir=models_dir, device="gpu")
+
+
+# How each configuration that can never load is made, and what the reason must say.
+NEVER_LOADS: dict[str, tuple[Callable[[Path], Settings], str]] = {
+    "a tampered model": (flip_one_bit, "checksum mismatch"),
+    "an incomplete bundle": (drop_the_manifest, f"missing {MANIFEST_FILE}"),
+    "an empty models folder": (empty_the_folder, "no bundle for model"),
+    "a missing models folder": (remove_the_folder, "does not exist"),
+    "a pin to a missing version": (pin_a_missing_version, "pinned to version '9.9.9'"),
+    "a GPU demanded where there is none": (demand_a_gpu, "device 'gpu' was requested"),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", NEVER_LOADS)
+async def test_a_load_that_can_never_succeed_is_final_and_reported_with_the_reason(
+    case: str, tmp_path: Path, tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tensorflow as tf
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])  # no GPU
+    models_dir = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, models_dir)
+    break_it, expected = NEVER_LOADS[case]
+    failures: list[str] = []
+    app = create_app(break_it(models_dir), on_load_failure=failures.append)
+
+    async with running(app) as client:
         ready = await settled_readiness(client)
         predict = await client.post(
             "/predict",
@@ -46,13 +93,82 @@ async def test_a_tampered_model_keeps_the_service_not_ready_with_the_reason(
             files={"file": ("face.png", image_bytes("PNG"), "image/png")},
         )
         models = await client.get("/models")
-        live = await client.get("/livez")
 
-    reason = assert_problem(ready, 503, "not_ready")["detail"]
-    assert "checksum" in reason and REGRESSOR_NAME in reason
-    assert assert_problem(predict, 503, "not_ready")["detail"] == reason
+    [reason] = failures
+    assert expected in reason
+    # Until the process ends (`facedemo serve` ends it at once), every route says why.
+    assert assert_problem(ready, 503, "not_ready")["detail"] == f"models failed to load: {reason}"
+    assert assert_problem(predict, 503, "not_ready")["detail"] == f"models failed to load: {reason}"
     assert_problem(models, 503, "not_ready")
-    assert live.status_code == 200
+
+
+@pytest.mark.anyio
+async def test_a_load_that_succeeds_reports_no_failure(tiny_models_dir: Path) -> None:
+    failures: list[str] = []
+    app = create_app(Settings(models_dir=tiny_models_dir), on_load_failure=failures.append)
+
+    async with running(app) as client:
+        ready = await settled_readiness(client)
+
+    assert ready.status_code == 200
+    assert failures == []
+
+
+def serve_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "facedemo.cli", "serve", "--port", str(port)]
+
+
+def without_read_permission(models_dir: Path) -> list[str]:
+    """A command prefix under which this process's user cannot read `models_dir`."""
+    models_dir.chmod(0)
+    if os.geteuid() != 0:
+        return []
+    # root reads anything through CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH; run without them.
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without util-linux's setpriv to drop the read override")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("gpu", "device 'gpu' was requested (FACEDEMO_DEVICE=gpu) but TensorFlow sees no GPU"),
+        ("unreadable", "cannot read the model bundles in"),
+    ],
+)
+def test_serve_exits_non_zero_within_30_s_when_the_models_can_never_load(
+    case: str, expected: str, tmp_path: Path, tiny_models_dir: Path
+) -> None:
+    models_dir = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, models_dir)
+    environment = {
+        **os.environ,
+        "FACEDEMO_MODELS_DIR": str(models_dir),
+        "FACEDEMO_DEVICE": "cpu",
+        "CUDA_VISIBLE_DEVICES": "",  # no GPU, also on a machine that has one
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    prefix: list[str] = []
+    if case == "gpu":
+        environment["FACEDEMO_DEVICE"] = "gpu"
+    else:
+        prefix = without_read_permission(models_dir)
+    try:
+        # The old behaviour, alive and never ready, would run into the timeout.
+        server = subprocess.run(
+            [*prefix, *serve_command(free_port())],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        models_dir.chmod(0o755)
+
+    assert server.returncode == cli.EXIT_CANNOT_SERVE, server.stderr[-3000:]
+    assert f"models not loaded, the service cannot become ready: {expected}" in server.stderr
+    assert "exiting with status 3" in server.stderr
 
 
 def test_serve_configures_a_graceful_stop_and_json_access_logs(

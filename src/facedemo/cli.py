@@ -57,11 +57,16 @@ from facedemo.pipeline import DEFAULT_DETECT_MODE, DetectMode, Pipeline
 from facedemo.schemas import PredictResponse
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from facedemo.detection import Detector
     from facedemo.registry import Registry
 
-APP_FACTORY = "facedemo.api:create_app"
+APP_FACTORY = "facedemo.cli:create_served_app"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# uvicorn's own status for an application that cannot start (uvicorn.config.STARTUP_FAILURE): its
+# multi-worker supervisor stops, rather than restarting a worker that exits with it.
+EXIT_CANNOT_SERVE = 3
 # Where `predict --url` takes an API key from, so that it need not show in the process list.
 CLIENT_API_KEY_VARIABLE = "FACEDEMO_CLIENT_API_KEY"
 PROGRESS_BAR_WIDTH = 30
@@ -97,7 +102,9 @@ def _run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     On SIGTERM or Ctrl-C uvicorn stops accepting connections, lets in-flight requests finish
     (for up to FACEDEMO_SHUTDOWN_TIMEOUT_SECONDS), runs the lifespan shutdown, and the command
-    exits 0.
+    exits 0. When the models cannot be loaded the process exits with status 3 right after
+    logging why (`create_served_app`); with `--workers N`, uvicorn's supervisor stops every
+    worker when one exits so, but itself exits 0 (uvicorn 0.55).
     """
     import uvicorn
 
@@ -126,6 +133,31 @@ def _run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(EXIT_OK)
+
+
+def create_served_app() -> FastAPI:
+    """The app `facedemo serve` runs in each worker: one that ends its process if models fail.
+
+    A process that can never become ready must not stay up: `docker run` shows the reason at once
+    and Kubernetes reports CrashLoopBackOff with it, instead of a pod alive but never ready.
+    """
+    from facedemo.api import create_app
+
+    return create_app(on_load_failure=_exit_cannot_serve)
+
+
+def _exit_cannot_serve(reason: str) -> None:
+    # At once rather than through uvicorn's graceful stop: no request can be using the models,
+    # and a stop by signal would end a worker with the signal's status, which uvicorn's
+    # supervisor answers with a restart that fails the same way.
+    logging.getLogger(__name__).critical(
+        "exiting with status %d: the models cannot be loaded with this configuration",
+        EXIT_CANNOT_SERVE,
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_CANNOT_SERVE)
 
 
 # ----------------------------------------------------------------------------- predict

@@ -169,8 +169,13 @@ class Registry:
         if not models_dir.is_dir():
             raise BundleError(f"models directory {models_dir} does not exist")
         # Checked before TensorFlow touches a device, so memory growth can still be set.
-        bundles = {name: find_bundle(models_dir, name, pins.get(name)) for name in REQUIRED_MODELS}
-        manifests = {name: read_manifest(bundle) for name, bundle in bundles.items()}
+        try:
+            bundles = {
+                name: find_bundle(models_dir, name, pins.get(name)) for name in REQUIRED_MODELS
+            }
+            manifests = {name: read_manifest(bundle) for name, bundle in bundles.items()}
+        except OSError as error:  # e.g. a folder or file this process's user may not read
+            raise BundleError(f"cannot read the model bundles in {models_dir}: {error}") from error
         for manifest in manifests.values():
             check_contract(manifest)
         sizes = {name: (m.input.height, m.input.width) for name, m in manifests.items()}

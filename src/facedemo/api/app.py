@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -32,11 +32,19 @@ faces in a photo. Errors are `application/problem+json` (RFC 9457) with a stable
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+LoadFailureHandler = Callable[[str], None]
+
+
+def create_app(
+    settings: Settings | None = None, *, on_load_failure: LoadFailureHandler | None = None
+) -> FastAPI:
     """Build the application; `settings` defaults to the environment's (FACEDEMO_*).
 
     Models load in the background once the application starts: `/livez` answers at once,
-    `/readyz` and the model routes answer 503 until loading has finished.
+    `/readyz` and the model routes answer 503 until loading has finished. A failed load is final:
+    what it reads (bundles, device, settings) does not change while the process runs, so the
+    error is logged, the routes answer 503 with the reason, and `on_load_failure(reason)` is
+    called; `facedemo serve` passes one that ends the process, so that the orchestrator sees it.
     """
     settings = settings or get_settings()
     app = FastAPI(
@@ -48,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=lambda route: route.name,
     )
     app.state.settings = settings
+    app.state.on_load_failure = on_load_failure
     app.state.service = ServiceState()  # "loading" until the lifespan starts the loader
     app.state.metrics = ServiceMetrics()  # per app: tests build many apps in one process
     install_problem_handlers(app)
@@ -68,7 +77,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     limiter = anyio.to_thread.current_default_thread_limiter()
     limiter.total_tokens = max(limiter.total_tokens, settings.max_queue + settings.max_batch_size)
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(_load_models, state, settings, app.state.metrics)
+        tasks.start_soon(
+            _load_models, state, settings, app.state.metrics, app.state.on_load_failure
+        )
         yield
         tasks.cancel_scope.cancel()
     if state.batcher is not None:  # in-flight requests have finished: this only drains leftovers
@@ -76,19 +87,22 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _load_models(
-    state: ServiceState, settings: Settings, service_metrics: ServiceMetrics
+    state: ServiceState,
+    settings: Settings,
+    service_metrics: ServiceMetrics,
+    on_load_failure: LoadFailureHandler | None,
 ) -> None:
     """Load and warm the models in a worker thread, start the batcher; record it in `state`."""
     load = partial(_load_registry_and_detector, settings)
     try:
         registry, detector = await anyio.to_thread.run_sync(load, abandon_on_cancel=True)
     except FacedemoError as error:
-        logger.error("models not loaded, the service is not ready: %s", error.detail)
-        state.mark_failed(error.detail)
+        logger.error("models not loaded, the service cannot become ready: %s", error.detail)
+        _give_up(state, error.detail, on_load_failure)
         return
-    except Exception as error:  # anything else must also leave the service up, saying why
-        logger.exception("models not loaded, the service is not ready")
-        state.mark_failed(f"{type(error).__name__}: {error}")
+    except Exception as error:  # a bug or a broken install: just as final, and needs the trace
+        logger.exception("models not loaded, the service cannot become ready")
+        _give_up(state, f"{type(error).__name__}: {error}", on_load_failure)
         return
     batcher = BatchingPredictor.from_settings(registry, settings, observer=service_metrics)
     batcher.start()
@@ -98,6 +112,12 @@ async def _load_models(
     )
     state.mark_ready(registry, Pipeline(registry, settings, detector, batcher), batcher)
     logger.info("ready: %s on %s", ", ".join(registry.manifests()), registry.device)
+
+
+def _give_up(state: ServiceState, reason: str, on_load_failure: LoadFailureHandler | None) -> None:
+    state.mark_failed(reason)
+    if on_load_failure is not None:
+        on_load_failure(reason)
 
 
 def _load_registry_and_detector(settings: Settings) -> tuple[Registry, Detector]:

@@ -26,7 +26,7 @@ class ServiceState:
         self.registry, self.pipeline, self.batcher = registry, pipeline, batcher
 
     def mark_failed(self, reason: str) -> None:
-        """Loading failed: stay up, not ready, and say why."""
+        """Loading failed, for good: not ready, and say why (until the process ends)."""
         self.failure = reason
 
     def require_registry(self) -> Registry:
