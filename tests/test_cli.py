@@ -178,6 +178,30 @@ def test_models_with_a_missing_folder_fails(
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_models_with_an_unreadable_folder_fails_with_the_reason(
+    settings_env: pytest.MonkeyPatch,
+    tiny_models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings_env.setenv("FACEDEMO_MODELS_DIR", str(tiny_models_dir))
+    listing = Path.iterdir
+
+    def refused(path: Path) -> Iterator[Path]:
+        # As os.listdir answers a user without read permission (root reads anything, so the
+        # refusal is simulated here; tests/test_lifecycle.py runs `serve` under real permissions).
+        if path == tiny_models_dir:
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(Path, "iterdir", refused)
+
+    status = cli.main(["models"])
+
+    assert status == 1
+    assert f"cannot read the model bundles in {tiny_models_dir}" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- serve
 
 

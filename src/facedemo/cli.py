@@ -417,7 +417,10 @@ def _run_models(args: argparse.Namespace, settings: Settings) -> int:
 
     Exits 1 when the service could not load from this folder (a model missing or broken).
     """
-    rows, problems = _bundle_rows(settings)
+    try:
+        rows, problems = _bundle_rows(settings)
+    except OSError as error:  # e.g. a folder this user may not read
+        rows, problems = [], [f"cannot read the model bundles in {settings.models_dir}: {error}"]
     if args.json:
         print(json.dumps(rows, indent=2))
     elif rows:
