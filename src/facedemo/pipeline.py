@@ -3,24 +3,32 @@
 `Pipeline.predict_image` decodes an upload safely, finds the face crops (for `DetectMode.SKIP`
 the whole image is one face), runs every crop through the registry in one batch and assembles one
 `FaceResult` per face. `Pipeline.predict_images` does the same for several images with one
-registry call over all their faces. Both are synchronous and CPU/GPU bound; async callers run
-them in a thread.
+registry call over all their faces. Both are synchronous and CPU/GPU bound.
+
+Async callers (the API) use `predict_image_async` and `predict_images_async`: decoding and
+detection run in a worker thread, except for a small image whose faces need no detector
+(`INLINE_MAX_PIXELS`), which costs less than the hand-off to a thread; the wait for the models holds
+no thread, since the batcher's future is awaited on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+import anyio
+import anyio.to_thread
 import numpy as np
 
 from facedemo.alignment import align_face
 from facedemo.config import Settings
 from facedemo.errors import FacedemoError, InputError
-from facedemo.imaging import decode_image, resize_rgb
+from facedemo.imaging import decode_image, decode_small_image, resize_rgb
 from facedemo.manifest import AGE_BUCKET_LABELS, GENDER_LABELS
 
 if TYPE_CHECKING:
@@ -34,6 +42,9 @@ if TYPE_CHECKING:
 PROBABILITY_DIGITS = 4
 YEARS_DIGITS = 1
 MILLISECONDS_DIGITS = 2
+# detect=skip JPEG and PNG images up to this many pixels are decoded on the caller's event loop:
+# a 200x200 chip takes about 1 ms, less than handing it to a thread and back.
+INLINE_MAX_PIXELS = 300 * 300
 
 
 class DetectMode(str, Enum):
@@ -189,6 +200,11 @@ class Pipeline:
         self._settings = settings
         self._detector = detector
         self._predictor: Registry | BatchingPredictor = registry if batcher is None else batcher
+        self._batcher = batcher
+        # Decoding and detection threads: one per core is enough, since most of that work holds
+        # the GIL or keeps a core busy; more threads only queue on the GIL (and the batcher with
+        # them).
+        self._limiter = anyio.CapacityLimiter(os.cpu_count() or 1)
         self._models = [
             ModelVersion(name=name, version=manifest.version)
             for name, manifest in sorted(registry.manifests().items())
@@ -218,16 +234,48 @@ class Pipeline:
         An image with bad bytes gets its input error (ImageDecodeError, ...) in its place instead
         of failing the others. Each image's `inference` timing is the one shared model call.
         """
-        outcomes: list[LocatedImage | FacedemoError] = []
-        for data in images:
-            try:
-                outcomes.append(self.locate(data, detect))
-            except InputError as error:
-                outcomes.append(error)
+        outcomes = self._locate_each(images, detect)
         predictions = iter(
             self._predict_all([item for item in outcomes if isinstance(item, LocatedImage)])
         )
         return [item if isinstance(item, FacedemoError) else next(predictions) for item in outcomes]
+
+    async def predict_image_async(
+        self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE
+    ) -> ImagePrediction:
+        """`predict_image` for async callers; see the module docstring for where the work runs."""
+        located = self._locate_inline(data) if detect is DetectMode.SKIP else None
+        if located is None:
+            located = await anyio.to_thread.run_sync(
+                self.locate, data, detect, limiter=self._limiter
+            )
+        [prediction] = await self._predict_all_async([located])
+        return prediction
+
+    async def predict_images_async(
+        self, images: Sequence[bytes], detect: DetectMode = DEFAULT_DETECT_MODE
+    ) -> list[ImagePrediction | FacedemoError]:
+        """`predict_images` for async callers: one thread locates every image, in input order."""
+        outcomes = await anyio.to_thread.run_sync(
+            self._locate_each, images, detect, limiter=self._limiter
+        )
+        predictions = iter(
+            await self._predict_all_async(
+                [item for item in outcomes if isinstance(item, LocatedImage)]
+            )
+        )
+        return [item if isinstance(item, FacedemoError) else next(predictions) for item in outcomes]
+
+    def _locate_inline(self, data: bytes) -> LocatedImage | None:
+        """`locate` with detect=skip for a small image, on the caller's thread; None when the
+        image is not small or another thread is decoding (`imaging.decode_small_image`)."""
+        started = time.perf_counter()
+        image = decode_small_image(
+            data, max_pixels=self._settings.max_image_pixels, small_pixels=INLINE_MAX_PIXELS
+        )
+        if image is None:
+            return None
+        return self._located(image, DetectMode.SKIP, started, time.perf_counter())
 
     def locate(self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE) -> LocatedImage:
         """Decode `data` and locate its faces as `detect` says, without running the models.
@@ -237,7 +285,12 @@ class Pipeline:
         """
         started = time.perf_counter()
         image = decode_image(data, max_pixels=self._settings.max_image_pixels)
-        decoded = time.perf_counter()
+        return self._located(image, detect, started, time.perf_counter())
+
+    def _located(
+        self, image: np.ndarray, detect: DetectMode, started: float, decoded: float
+    ) -> LocatedImage:
+        """The faces of a decoded image, with the decode time (`started` to `decoded`)."""
         regions = self._locate_faces(image, detect)
         located = time.perf_counter()
         return LocatedImage(
@@ -249,12 +302,32 @@ class Pipeline:
 
     def predict_located(self, images: Sequence[LocatedImage]) -> list[list[FaceResult]]:
         """Predict every face of several located images in one registry call; a list per image."""
+        return self._faces(images, self._predictor.predict(self._crops(images)))
+
+    def _locate_each(
+        self, images: Sequence[bytes], detect: DetectMode
+    ) -> list[LocatedImage | FacedemoError]:
+        """`locate` for each image, with an input error in the place of a bad one."""
+        outcomes: list[LocatedImage | FacedemoError] = []
+        for data in images:
+            try:
+                outcomes.append(self.locate(data, detect))
+            except InputError as error:
+                outcomes.append(error)
+        return outcomes
+
+    def _crops(self, images: Sequence[LocatedImage]) -> np.ndarray:
+        """Every face crop of `images`, in order, as one uint8 array (n, height, width, 3)."""
         regions = [region for image in images for region in image.regions]
         if regions:
-            crops = np.stack([region.crop for region in regions])
-        else:
-            crops = np.zeros((0, *self._registry.input_size, 3), dtype=np.uint8)
-        predictions = self._predictor.predict(crops)
+            return np.stack([region.crop for region in regions])
+        return np.zeros((0, *self._registry.input_size, 3), dtype=np.uint8)
+
+    def _faces(
+        self, images: Sequence[LocatedImage], predictions: FacePredictions
+    ) -> list[list[FaceResult]]:
+        """The rows of `predictions` (one per crop of `images`) as results, a list per image."""
+        regions = [region for image in images for region in image.regions]
         faces = [_face_result(region, predictions, row) for row, region in enumerate(regions)]
         per_image: list[list[FaceResult]] = []
         start = 0
@@ -267,7 +340,27 @@ class Pipeline:
         """`predict_located` with each image's size and timings: the answers of predict_image(s)."""
         started = time.perf_counter()
         faces_per_image = self.predict_located(images)
-        inference_ms = _milliseconds(time.perf_counter() - started)
+        return self._answers(images, faces_per_image, time.perf_counter() - started)
+
+    async def _predict_all_async(self, images: Sequence[LocatedImage]) -> list[ImagePrediction]:
+        """`_predict_all` awaiting the batcher's future (or the registry in a thread)."""
+        started = time.perf_counter()
+        crops = self._crops(images)
+        if self._batcher is not None:
+            predictions = await asyncio.wrap_future(self._batcher.submit(crops))
+        else:
+            predictions = await anyio.to_thread.run_sync(self._registry.predict, crops)
+        faces_per_image = self._faces(images, predictions)
+        return self._answers(images, faces_per_image, time.perf_counter() - started)
+
+    def _answers(
+        self,
+        images: Sequence[LocatedImage],
+        faces_per_image: Sequence[list[FaceResult]],
+        inference_seconds: float,
+    ) -> list[ImagePrediction]:
+        """Each image's prediction, with the one model call's time as its inference time."""
+        inference_ms = _milliseconds(inference_seconds)
         return [
             ImagePrediction(
                 models=self.models,
