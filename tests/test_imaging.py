@@ -17,13 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
+from facedemo import imaging
 from facedemo.errors import (
     FacedemoError,
     ImageDecodeError,
     ImageTooLarge,
     UnsupportedImageFormat,
 )
-from facedemo.imaging import decode_image, resize_rgb
+from facedemo.imaging import decode_image, decode_reduced, decode_small_image, resize_rgb
 
 MAX_PIXELS = 1_000_000
 RED = (255, 0, 0)
@@ -432,7 +433,37 @@ def test_concurrent_decodes_agree_and_restore_warning_filters() -> None:
     assert warnings.filters == filters_before
 
 
-def test_max_pixels_must_be_positive() -> None:
+def photo(size: tuple[int, int], image_format: str = "JPEG", **params: Any) -> bytes:
+    """A `size` (width, height) image: a red left half, a blue right half."""
+    image = Image.new("RGB", size, BLUE)
+    image.paste(RED, (0, 0, size[0] // 2, size[1]))
+    return encode(image, image_format, **params)
+
+
+@pytest.mark.parametrize(
+    ("longest_side", "shape"),
+    [
+        (2000, (600, 1000, 3)),  # smaller than asked: whole
+        (1000, (600, 1000, 3)),
+        (999, (600, 1000, 3)),  # 1/2 would leave 500 px
+        (500, (300, 500, 3)),  # 1/2
+        (260, (300, 500, 3)),  # 1/4 would leave 250 px
+        (250, (150, 250, 3)),  # 1/4
+        (100, (75, 125, 3)),  # 1/8, the smallest scale
+        (10, (75, 125, 3)),
+    ],
+)
+def test_decode_reduced_keeps_the_longer_side_at_least_as_asked(
+    longest_side: int, shape: tuple[int, int, int]
+) -> None:
+    reduced = decode_reduced(photo((1000, 600)), max_pixels=MAX_PIXELS, longest_side=longest_side)
+
+    assert reduced.pixels.shape == shape
+    assert (reduced.width, reduced.height) == (1000, 600)
+    assert reduced.scale == (1000 / shape[1], 600 / shape[0])
+    assert_close(reduced.pixels[shape[0] // 2, shape[1] // 4], RED, 10)
+    assert_close(reduced.pixels[shape[0] // 2, 3 * shape[1] // 4], BLUE, 10)
+
     with pytest.raises(ValueError, match="max_pixels"):
         decode_image(encode(two_colour_image(), "PNG"), max_pixels=0)
 
@@ -484,3 +515,79 @@ def test_arbitrary_bytes_decode_or_raise_a_typed_error(data: bytes) -> None:
 @given(mutated_images())
 def test_mutated_images_decode_or_raise_a_typed_error(data: bytes) -> None:
     assert_rgb_or_typed_error(data)
+
+
+def test_decode_reduced_decodes_other_formats_whole() -> None:
+    reduced = decode_reduced(photo((400, 200), "PNG"), max_pixels=MAX_PIXELS, longest_side=100)
+
+    assert reduced.pixels.shape == (200, 400, 3)
+    assert reduced.scale == (1.0, 1.0)
+
+
+@pytest.mark.parametrize(("orientation", "size"), [(1, (64, 32)), (6, (32, 64)), (8, (32, 64))])
+def test_decode_reduced_gives_the_size_of_the_turned_image(
+    orientation: int, size: tuple[int, int]
+) -> None:
+    whole = decode_image(oriented_jpeg(orientation), max_pixels=MAX_PIXELS)
+
+    reduced = decode_reduced(oriented_jpeg(orientation), max_pixels=MAX_PIXELS, longest_side=32)
+
+    assert (reduced.width, reduced.height) == size == (whole.shape[1], whole.shape[0])
+    assert reduced.pixels.shape == (size[1] // 2, size[0] // 2, 3)
+
+
+def test_decode_reduced_holds_the_whole_image_to_the_pixel_limit() -> None:
+    with pytest.raises(ImageTooLarge):
+        decode_reduced(photo((1000, 600)), max_pixels=1000 * 600 - 1, longest_side=100)
+    with pytest.raises(ValueError, match="longest_side"):
+        decode_reduced(photo((100, 60)), max_pixels=MAX_PIXELS, longest_side=0)
+
+
+@pytest.mark.parametrize(
+    ("image_format", "params"),
+    [("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {})],
+)
+def test_decode_small_image_decodes_small_jpeg_and_png_like_decode_image(
+    image_format: str, params: dict[str, Any]
+) -> None:
+    data = photo((30, 20), image_format, **params)
+
+    small = decode_small_image(data, max_pixels=MAX_PIXELS, small_pixels=600)
+
+    assert small is not None
+    assert np.array_equal(small, decode_image(data, max_pixels=MAX_PIXELS))
+    assert decode_small_image(data, max_pixels=MAX_PIXELS, small_pixels=599) is None
+
+
+@pytest.mark.parametrize("image_format", ["BMP", "GIF", "WEBP", "TIFF"])
+def test_decode_small_image_leaves_other_formats_to_decode_image(image_format: str) -> None:
+    data = photo((30, 20), image_format)
+
+    assert decode_small_image(data, max_pixels=MAX_PIXELS, small_pixels=10**6) is None
+
+
+def test_decode_small_image_does_not_wait_for_another_decode() -> None:
+    data = photo((30, 20))
+
+    with imaging._DECODE_LOCK:  # another thread is decoding
+        assert decode_small_image(data, max_pixels=MAX_PIXELS, small_pixels=10**6) is None
+    assert decode_small_image(data, max_pixels=MAX_PIXELS, small_pixels=10**6) is not None
+
+
+def test_decode_small_image_raises_the_errors_of_decode_image() -> None:
+    data = photo((30, 20))
+
+    with pytest.raises(ImageDecodeError):
+        decode_small_image(truncated(data, 0.6), max_pixels=MAX_PIXELS, small_pixels=10**6)
+    with pytest.raises(ImageTooLarge):
+        decode_small_image(data, max_pixels=599, small_pixels=10**6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(mutated_images())
+def test_mutated_images_decode_small_or_raise_a_typed_error(data: bytes) -> None:
+    try:
+        decoded = decode_small_image(data, max_pixels=MAX_PIXELS, small_pixels=MAX_PIXELS)
+    except FacedemoError:
+        return
+    assert decoded is None or (decoded.dtype == np.uint8 and decoded.shape[2] == 3)
