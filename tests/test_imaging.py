@@ -17,14 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from facedemo import imaging
 from facedemo.errors import (
     FacedemoError,
     ImageDecodeError,
     ImageTooLarge,
     UnsupportedImageFormat,
 )
-from facedemo.imaging import decode_image, decode_reduced, decode_small_image, resize_rgb
+from facedemo.imaging import decode_image, decode_reduced, resize_rgb
 
 MAX_PIXELS = 1_000_000
 RED = (255, 0, 0)
@@ -541,53 +540,3 @@ def test_decode_reduced_holds_the_whole_image_to_the_pixel_limit() -> None:
         decode_reduced(photo((1000, 600)), max_pixels=1000 * 600 - 1, longest_side=100)
     with pytest.raises(ValueError, match="longest_side"):
         decode_reduced(photo((100, 60)), max_pixels=MAX_PIXELS, longest_side=0)
-
-
-@pytest.mark.parametrize(
-    ("image_format", "params"),
-    [("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {})],
-)
-def test_decode_small_image_decodes_small_jpeg_and_png_like_decode_image(
-    image_format: str, params: dict[str, Any]
-) -> None:
-    data = photo((30, 20), image_format, **params)
-
-    small = decode_small_image(data, max_pixels=MAX_PIXELS, small_pixels=600)
-
-    assert small is not None
-    assert np.array_equal(small, decode_image(data, max_pixels=MAX_PIXELS))
-    assert decode_small_image(data, max_pixels=MAX_PIXELS, small_pixels=599) is None
-
-
-@pytest.mark.parametrize("image_format", ["BMP", "GIF", "WEBP", "TIFF"])
-def test_decode_small_image_leaves_other_formats_to_decode_image(image_format: str) -> None:
-    data = photo((30, 20), image_format)
-
-    assert decode_small_image(data, max_pixels=MAX_PIXELS, small_pixels=10**6) is None
-
-
-def test_decode_small_image_does_not_wait_for_another_decode() -> None:
-    data = photo((30, 20))
-
-    with imaging._DECODE_LOCK:  # another thread is decoding
-        assert decode_small_image(data, max_pixels=MAX_PIXELS, small_pixels=10**6) is None
-    assert decode_small_image(data, max_pixels=MAX_PIXELS, small_pixels=10**6) is not None
-
-
-def test_decode_small_image_raises_the_errors_of_decode_image() -> None:
-    data = photo((30, 20))
-
-    with pytest.raises(ImageDecodeError):
-        decode_small_image(truncated(data, 0.6), max_pixels=MAX_PIXELS, small_pixels=10**6)
-    with pytest.raises(ImageTooLarge):
-        decode_small_image(data, max_pixels=599, small_pixels=10**6)
-
-
-@settings(max_examples=200, deadline=None)
-@given(mutated_images())
-def test_mutated_images_decode_small_or_raise_a_typed_error(data: bytes) -> None:
-    try:
-        decoded = decode_small_image(data, max_pixels=MAX_PIXELS, small_pixels=MAX_PIXELS)
-    except FacedemoError:
-        return
-    assert decoded is None or (decoded.dtype == np.uint8 and decoded.shape[2] == 3)

@@ -40,8 +40,6 @@ _REFUSED_SIGNATURES = (
 )
 _MARKUP_PREFIXES = (b"<?xml", b"<svg", b"<!doctype svg")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
-# Start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC), whose header holds the image size.
-_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 # warnings.catch_warnings swaps process-wide filters; decoding one image at a time keeps two threads
 # from restoring each other's filters (and leaving Pillow's warnings silenced for everyone).
@@ -108,23 +106,6 @@ def decode_reduced(data: bytes, *, max_pixels: int, longest_side: int) -> Reduce
         return _decode_guarded(data, max_pixels, longest_side)
 
 
-def decode_small_image(data: bytes, *, max_pixels: int, small_pixels: int) -> np.ndarray | None:
-    """`decode_image` for a JPEG or PNG whose header declares at most `small_pixels` pixels,
-    when no other thread is decoding; None (nothing decoded) otherwise.
-
-    An event loop can call it: it never waits for another thread's decode, and a small image
-    decodes in about a millisecond. It raises the errors of `decode_image`.
-    """
-    pixels = _declared_pixels(data)
-    if pixels is None or pixels > small_pixels or not _DECODE_LOCK.acquire(blocking=False):
-        return None
-    try:
-        _check_bytes(data, max_pixels)
-        return _decode_guarded(data, max_pixels, None).pixels
-    finally:
-        _DECODE_LOCK.release()
-
-
 def _check_bytes(data: bytes, max_pixels: int) -> None:
     """The checks made on the bytes alone, before Pillow sees them."""
     if max_pixels < 1:
@@ -159,31 +140,6 @@ def _decode_guarded(data: bytes, max_pixels: int, longest_side: int | None) -> R
             # exceptions (OSError, SyntaxError, struct.error, IndexError, ZeroDivisionError...).
             detail = f"the upload is not a readable {_ALLOWED_NAMES} image"
             raise ImageDecodeError(detail) from error
-
-
-def _declared_pixels(data: bytes) -> int | None:
-    """Width x height from a PNG's IHDR or a baseline/progressive JPEG's SOF marker, read from
-    the bytes without Pillow; None for anything else or a header that does not parse."""
-    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR":
-        return int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
-    if not data.startswith(b"\xff\xd8"):
-        return None
-    position = 2
-    while position + 9 <= len(data):
-        if data[position] != 0xFF:
-            return None
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker in _JPEG_FRAME_MARKERS:
-            height = int.from_bytes(data[position + 5 : position + 7], "big")
-            width = int.from_bytes(data[position + 7 : position + 9], "big")
-            return width * height
-        if marker == 0xDA:  # start of scan before any frame header
-            return None
-        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
-    return None
 
 
 def _decode(data: bytes, max_pixels: int, longest_side: int | None) -> ReducedImage:

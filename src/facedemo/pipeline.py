@@ -6,9 +6,8 @@ the whole image is one face), runs every crop through the registry in one batch 
 registry call over all their faces. Both are synchronous and CPU/GPU bound.
 
 Async callers (the API) use `predict_image_async` and `predict_images_async`: decoding and
-detection run in a worker thread, except for a small image whose faces need no detector
-(`INLINE_MAX_PIXELS`), which costs less than the hand-off to a thread; the wait for the models holds
-no thread, since the batcher's future is awaited on the event loop.
+detection run in a worker thread (one per core), and the wait for the models holds no thread,
+since the batcher's future is awaited on the event loop.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from facedemo.imaging import (
     ReducedImage,
     decode_image,
     decode_reduced,
-    decode_small_image,
     resize_rgb,
 )
 from facedemo.manifest import AGE_BUCKET_LABELS, GENDER_LABELS
@@ -48,9 +46,6 @@ if TYPE_CHECKING:
 PROBABILITY_DIGITS = 4
 YEARS_DIGITS = 1
 MILLISECONDS_DIGITS = 2
-# detect=skip JPEG and PNG images up to this many pixels are decoded on the caller's event loop:
-# a 200x200 chip takes about 1 ms, less than handing it to a thread and back.
-INLINE_MAX_PIXELS = 300 * 300
 
 
 class DetectMode(str, Enum):
@@ -250,11 +245,7 @@ class Pipeline:
         self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE
     ) -> ImagePrediction:
         """`predict_image` for async callers; see the module docstring for where the work runs."""
-        located = self._locate_inline(data) if detect is DetectMode.SKIP else None
-        if located is None:
-            located = await anyio.to_thread.run_sync(
-                self.locate, data, detect, limiter=self._limiter
-            )
+        located = await anyio.to_thread.run_sync(self.locate, data, detect, limiter=self._limiter)
         [prediction] = await self._predict_all_async([located])
         return prediction
 
@@ -271,17 +262,6 @@ class Pipeline:
             )
         )
         return [item if isinstance(item, FacedemoError) else next(predictions) for item in outcomes]
-
-    def _locate_inline(self, data: bytes) -> LocatedImage | None:
-        """`locate` with detect=skip for a small image, on the caller's thread; None when the
-        image is not small or another thread is decoding (`imaging.decode_small_image`)."""
-        started = time.perf_counter()
-        image = decode_small_image(
-            data, max_pixels=self._settings.max_image_pixels, small_pixels=INLINE_MAX_PIXELS
-        )
-        if image is None:
-            return None
-        return self._located(_whole(image), DetectMode.SKIP, started, time.perf_counter())
 
     def locate(self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE) -> LocatedImage:
         """Decode `data` and locate its faces as `detect` says, without running the models.
