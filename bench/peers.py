@@ -11,7 +11,9 @@ Two workloads, each sent to every server below by bench/load.py (closed loop, lo
   faces each, made at run time from UTKFace chips by bench/photos.py, concurrency 8. The share of
   the pasted faces that each server's answers found is the "faces found" column.
 
-Servers, one at a time, each warmed up before its cells:
+Servers, all started before the first cell and idle but the one being measured; each cell is
+measured in --rounds rounds with the servers taking turns, so that the shared machine's other
+load falls on all of them alike, and its figures pool the rounds:
 
 - `facedemo serve` with default settings (only FACEDEMO_MODELS_DIR set);
 - the same with FACEDEMO_MAX_BATCH_SIZE=1 (batching off);
@@ -30,6 +32,7 @@ Exit status 1 when a server failed to start or answered anything but 200.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -41,10 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.load import LoadResult, Upload, face_images, multipart
+from bench.load import run as run_load
 from bench.photos import GroupPhoto, group_photos, recall
 from bench.readme import write_section
 from bench.soak import free_port
-from bench.throughput import DEFAULT_IMAGES, measure, server
+from bench.throughput import DEFAULT_IMAGES, server
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Against peers"
@@ -161,34 +165,57 @@ def faces_found(workload: Workload, result: LoadResult) -> tuple[int, int] | Non
     return found, pasted
 
 
-def serve_and_measure(
-    label: str,
-    command: Callable[[int], tuple[list[str], dict[str, str], str]],
-    workloads: list[Workload],
-    args: argparse.Namespace,
-    log: Path,
-    path: str = "/predict",
+def merged(results: list[LoadResult]) -> LoadResult:
+    """One result of several runs at the same concurrency: latencies, answers and time pooled."""
+    total = LoadResult(concurrency=results[0].concurrency)
+    for result in results:
+        total.seconds += result.seconds
+        total.latencies += result.latencies
+        total.statuses.update(result.statuses)
+        total.transport_errors += result.transport_errors
+        total.images += result.images
+        total.answers += result.answers
+    return total
+
+
+def measure_rounds(
+    servers: list[tuple[str, str, str]], workloads: list[Workload], args: argparse.Namespace
 ) -> list[Row]:
-    """Start one server, run every workload against it, stop it."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    argv, environment, ready = command(port)
+    """Every (server, workload) cell, `args.rounds` times in turn, so that the machine's other
+    load falls on all servers alike; each cell pools its rounds. `servers` are (label, base
+    URL, path), all running."""
+    runs: dict[tuple[str, str], list[LoadResult]] = {}
+    for round_number in range(args.rounds):
+        for label, base_url, path in servers:
+            for workload in workloads:
+                print(f"round {round_number + 1}: {label}: {workload.name} ...", flush=True)
+                params = None if path == "/upload" else {"detect": workload.detect}
+                keep = workload.photos is not None and path != "/upload"
+                if round_number == 0:  # warm-up, not counted
+                    run_load(
+                        base_url,
+                        path,
+                        workload.uploads,
+                        concurrency=workload.concurrency,
+                        requests=min(2 * workload.concurrency, 64),
+                        max_seconds=60,
+                        params=params,
+                    )
+                result = run_load(
+                    base_url,
+                    path,
+                    workload.uploads,
+                    concurrency=workload.concurrency,
+                    requests=args.requests,
+                    max_seconds=args.seconds,
+                    params=params,
+                    keep_answers=keep,
+                )
+                runs.setdefault((label, workload.name), []).append(result)
     rows = []
-    with server(argv, environment, base_url + ready, log):
+    for label, _, _ in servers:
         for workload in workloads:
-            print(f"{label}: {workload.name} ...", flush=True)
-            params = None if path == "/upload" else {"detect": workload.detect}
-            result, _ = measure(
-                base_url,
-                path,
-                workload.uploads,
-                concurrency=workload.concurrency,
-                requests=args.requests,
-                seconds=args.seconds,
-                params=params,
-                with_metrics=False,
-                keep_answers=workload.photos is not None and path != "/upload",
-            )
+            result = merged(runs[(label, workload.name)])
             found = faces_found(workload, result)
             rows.append(Row(label, workload, result.images_per_second, result, found))
     return rows
@@ -322,7 +349,10 @@ def format_report(args: argparse.Namespace, rows: list[Row], labels: dict[str, s
         f"1-minute load average {labels['load_before']} before, {labels['load_after']} after",
         f"- models: {os.path.relpath(args.models_dir.resolve(), ROOT)}/; chips: "
         f"{labels['chips']}; photos: {labels['photos']}",
-        f"- each cell: a warm-up, then up to {args.requests} requests or {args.seconds:.0f} s",
+        f"- servers all running at once, idle but the one measured; each cell: a warm-up, then "
+        f"{args.rounds} rounds of up to {args.requests} requests or {args.seconds:.0f} s, the "
+        "servers taking turns in each round, so that the machine's other load falls on all "
+        "alike; a cell's figures pool its rounds",
         "",
         "| " + " | ".join(header) + " |",
         "| " + " | ".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + " |",
@@ -349,8 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", help="a git revision of facedemo to measure beside")
     parser.add_argument("--chips-concurrency", type=int, default=32)
     parser.add_argument("--photos-concurrency", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=4000, help="most requests per cell")
-    parser.add_argument("--seconds", type=float, default=20, help="most seconds per cell")
+    parser.add_argument("--rounds", type=int, default=3, help="times each cell is measured")
+    parser.add_argument("--requests", type=int, default=2000, help="most requests per round")
+    parser.add_argument("--seconds", type=float, default=8, help="most seconds per round")
     parser.add_argument("--skip-seed", action="store_true", help="leave out the Flask peer")
     parser.add_argument("--write-readme", action="store_true", help="update bench/README.md")
     args = parser.parse_args(argv)
@@ -390,23 +421,31 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="facedemo-peers-") as scratch:
         log = Path(scratch) / "servers.log"
-        servers = [
+        commands = [
             (DEFAULT, facedemo_server(models_dir), "/predict"),
             (BATCHING_OFF, facedemo_server(models_dir, FACEDEMO_MAX_BATCH_SIZE="1"), "/predict"),
         ]
         if args.baseline:
             src, commit = baseline_source(args.baseline, Path(scratch))
             labels["baseline"] = f"facedemo at {commit}, default settings"
-            servers.append((labels["baseline"], facedemo_server(models_dir, src), "/predict"))
+            commands.append((labels["baseline"], facedemo_server(models_dir, src), "/predict"))
         if not args.skip_seed:
-            servers.append((SEED, seed_server(models_dir), "/predict"))
-        servers.append((NOOP, noop_server, "/upload"))
-        try:
-            for label, command, path in servers:
-                rows += serve_and_measure(label, command, workloads, args, log, path)
-        except RuntimeError:
-            print(log.read_text()[-5000:], file=sys.stderr)
-            raise
+            commands.append((SEED, seed_server(models_dir), "/predict"))
+        commands.append((NOOP, noop_server, "/upload"))
+        with contextlib.ExitStack() as running:
+            servers = []
+            for label, command, path in commands:
+                print(f"starting {label} ...", flush=True)
+                port = free_port()
+                argv, environment, ready = command(port)
+                base_url = f"http://127.0.0.1:{port}"
+                try:
+                    running.enter_context(server(argv, environment, base_url + ready, log))
+                except RuntimeError:
+                    print(log.read_text()[-5000:], file=sys.stderr)
+                    raise
+                servers.append((label, base_url, path))
+            rows += measure_rounds(servers, workloads, args)
         rows += in_process(models_dir, workloads, args.seconds)
     labels["load_after"] = _load_average()
     rows.sort(key=lambda row: row.workload.name != CHIPS)
