@@ -51,6 +51,8 @@ class LoadResult:
     statuses: Counter[int] = field(default_factory=Counter)
     transport_errors: int = 0
     images: int = 0  # images in requests answered 200
+    # (index into the uploads, response body) of each 200 answer, when `drive` was asked to keep
+    answers: list[tuple[int, bytes]] = field(default_factory=list)
 
     @property
     def requests(self) -> int:
@@ -98,8 +100,10 @@ async def drive(
     requests: int,
     max_seconds: float,
     params: dict[str, str] | None = None,
+    keep_answers: bool = False,
 ) -> LoadResult:
-    """Send up to `requests` POSTs of `uploads` (in turn) from `concurrency` workers."""
+    """Send up to `requests` POSTs of `uploads` (in turn) from `concurrency` workers; with
+    `keep_answers`, the result holds the body of every 200 answer."""
     check_loopback(base_url)
     result = LoadResult(concurrency=concurrency)
     plan = iter(range(requests))
@@ -131,6 +135,8 @@ async def drive(
                 if response.status_code == 200:
                     result.latencies.append(time.perf_counter() - sent)
                     result.images += upload.images
+                    if keep_answers:
+                        result.answers.append((number % len(uploads), response.content))
 
     async with anyio.create_task_group() as tasks:
         for client in clients:
@@ -148,6 +154,7 @@ def run(
     requests: int,
     max_seconds: float,
     params: dict[str, str] | None = None,
+    keep_answers: bool = False,
 ) -> LoadResult:
     """`drive` on a fresh event loop (uvloop when installed: it halves the loop's own cost)."""
     load = partial(
@@ -159,6 +166,7 @@ def run(
         requests=requests,
         max_seconds=max_seconds,
         params=params,
+        keep_answers=keep_answers,
     )
     uvloop = importlib.util.find_spec("uvloop") is not None
     return anyio.run(load, backend_options={"use_uvloop": uvloop})

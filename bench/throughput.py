@@ -167,6 +167,7 @@ def measure(
     seconds: float,
     params: dict[str, str] | None,
     with_metrics: bool = True,
+    keep_answers: bool = False,
 ) -> tuple[LoadResult, float | None]:
     """A warm-up, then one bounded run; and the mean batch size the server saw during it."""
     warm_up = min(2 * concurrency, 64)
@@ -188,6 +189,7 @@ def measure(
         requests=requests,
         max_seconds=seconds,
         params=params,
+        keep_answers=keep_answers,
     )
     if not with_metrics:
         return result, None

@@ -224,7 +224,11 @@ async def test_too_many_files_is_refused_before_any_is_decoded(
 ) -> None:
     state: ServiceState = ready_app.state.service
     calls: list[object] = []
-    monkeypatch.setattr(state.pipeline, "predict_images", lambda *args: calls.append(args))
+
+    async def recording(*args: object) -> None:
+        calls.append(args)
+
+    monkeypatch.setattr(state.pipeline, "predict_images_async", recording)
     ready_app.dependency_overrides[get_app_settings] = lambda: Settings(
         models_dir=tiny_models_dir, max_batch_images=2
     )
@@ -267,14 +271,14 @@ async def test_the_detect_mode_reaches_the_pipeline(
 ) -> None:
     state: ServiceState = ready_app.state.service
     assert state.pipeline is not None
-    predict_images = state.pipeline.predict_images
+    predict_images = state.pipeline.predict_images_async
     modes: list[DetectMode] = []
 
-    def recording(images: list[bytes], detect: DetectMode) -> list[ImagePrediction | Any]:
+    async def recording(images: list[bytes], detect: DetectMode) -> list[ImagePrediction | Any]:
         modes.append(detect)
-        return predict_images(images, DetectMode.SKIP)
+        return await predict_images(images, DetectMode.SKIP)
 
-    monkeypatch.setattr(state.pipeline, "predict_images", recording)
+    monkeypatch.setattr(state.pipeline, "predict_images_async", recording)
     response = await client.post("/predict/batch", params=params, files=[png(16, 16, seed=9)])
 
     assert response.status_code == 200, response.text

@@ -413,6 +413,24 @@ def test_auto_on_a_group_photo_returns_each_face_by_size(
         assert iou(box, where) > 0.6
 
 
+def test_auto_on_a_large_jpeg_reports_whole_image_pixels(
+    pipeline: Pipeline, astronaut: np.ndarray
+) -> None:
+    # 1536 px: decoded at half scale for the 640-px detector, reported at full scale.
+    large = np.asarray(Image.fromarray(astronaut).resize((1536, 1536), Image.Resampling.BICUBIC))
+
+    result = pipeline.predict_image(jpeg(large), DetectMode.AUTO)
+    reference = pipeline.predict_image(jpeg(astronaut), DetectMode.AUTO)
+
+    assert (result.image.width, result.image.height) == (1536, 1536)
+    [face], [small] = result.faces, reference.faces
+    box = (face.box.x, face.box.y, face.box.x + face.box.width, face.box.y + face.box.height)
+    assert iou(box, tuple(3 * value for value in ASTRONAUT_FACE)) > 0.7
+    assert face.landmarks is not None and small.landmarks is not None
+    assert abs(face.landmarks.nose.x - 3 * small.landmarks.nose.x) <= 9
+    assert abs(face.landmarks.nose.y - 3 * small.landmarks.nose.y) <= 9
+
+
 def test_auto_without_a_face_is_an_empty_list(pipeline: Pipeline) -> None:
     noise = np.random.default_rng(1).integers(0, 256, (200, 300, 3), dtype=np.uint8)
 

@@ -16,6 +16,7 @@ from facedemo import cli, evaluation
 from facedemo.config import Settings, get_settings
 from facedemo.errors import InputError
 from facedemo.evaluation import LabelledFile, LabelledSet, evaluate, load_labelled_set
+from facedemo.imaging import ReducedImage
 from facedemo.manifest import AGE_BUCKET_LABELS, CLASSIFIER_NAME, REGRESSOR_NAME
 from facedemo.pipeline import DetectMode, FaceRegion, Pipeline
 from facedemo.registry import FacePredictions
@@ -269,8 +270,8 @@ def test_evaluate_refuses_a_folder_without_utkface_names(
 class BlackMeansNoFace(Pipeline):
     """The skip-mode pipeline, except that an all-black image holds no face."""
 
-    def _locate_faces(self, image: np.ndarray, detect: DetectMode) -> list[FaceRegion]:
-        return [] if image.max() == 0 else super()._locate_faces(image, detect)
+    def _locate_faces(self, image: ReducedImage, detect: DetectMode) -> list[FaceRegion]:
+        return [] if image.pixels.max() == 0 else super()._locate_faces(image, detect)
 
 
 # Per image (a flat colour, which identifies it in the crops): its labels and what the fake

@@ -23,7 +23,7 @@ from facedemo.errors import (
     ImageTooLarge,
     UnsupportedImageFormat,
 )
-from facedemo.imaging import decode_image, resize_rgb
+from facedemo.imaging import decode_image, decode_reduced, resize_rgb
 
 MAX_PIXELS = 1_000_000
 RED = (255, 0, 0)
@@ -432,6 +432,38 @@ def test_concurrent_decodes_agree_and_restore_warning_filters() -> None:
     assert warnings.filters == filters_before
 
 
+def photo(size: tuple[int, int], image_format: str = "JPEG", **params: Any) -> bytes:
+    """A `size` (width, height) image: a red left half, a blue right half."""
+    image = Image.new("RGB", size, BLUE)
+    image.paste(RED, (0, 0, size[0] // 2, size[1]))
+    return encode(image, image_format, **params)
+
+
+@pytest.mark.parametrize(
+    ("longest_side", "shape"),
+    [
+        (2000, (600, 1000, 3)),  # smaller than asked: whole
+        (1000, (600, 1000, 3)),
+        (999, (600, 1000, 3)),  # 1/2 would leave 500 px
+        (500, (300, 500, 3)),  # 1/2
+        (260, (300, 500, 3)),  # 1/4 would leave 250 px
+        (250, (150, 250, 3)),  # 1/4
+        (100, (75, 125, 3)),  # 1/8, the smallest scale
+        (10, (75, 125, 3)),
+    ],
+)
+def test_decode_reduced_keeps_the_longer_side_at_least_as_asked(
+    longest_side: int, shape: tuple[int, int, int]
+) -> None:
+    reduced = decode_reduced(photo((1000, 600)), max_pixels=MAX_PIXELS, longest_side=longest_side)
+
+    assert reduced.pixels.shape == shape
+    assert (reduced.width, reduced.height) == (1000, 600)
+    assert reduced.scale == (1000 / shape[1], 600 / shape[0])
+    assert_close(reduced.pixels[shape[0] // 2, shape[1] // 4], RED, 10)
+    assert_close(reduced.pixels[shape[0] // 2, 3 * shape[1] // 4], BLUE, 10)
+
+
 def test_max_pixels_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_pixels"):
         decode_image(encode(two_colour_image(), "PNG"), max_pixels=0)
@@ -484,3 +516,29 @@ def test_arbitrary_bytes_decode_or_raise_a_typed_error(data: bytes) -> None:
 @given(mutated_images())
 def test_mutated_images_decode_or_raise_a_typed_error(data: bytes) -> None:
     assert_rgb_or_typed_error(data)
+
+
+def test_decode_reduced_decodes_other_formats_whole() -> None:
+    reduced = decode_reduced(photo((400, 200), "PNG"), max_pixels=MAX_PIXELS, longest_side=100)
+
+    assert reduced.pixels.shape == (200, 400, 3)
+    assert reduced.scale == (1.0, 1.0)
+
+
+@pytest.mark.parametrize(("orientation", "size"), [(1, (64, 32)), (6, (32, 64)), (8, (32, 64))])
+def test_decode_reduced_gives_the_size_of_the_turned_image(
+    orientation: int, size: tuple[int, int]
+) -> None:
+    whole = decode_image(oriented_jpeg(orientation), max_pixels=MAX_PIXELS)
+
+    reduced = decode_reduced(oriented_jpeg(orientation), max_pixels=MAX_PIXELS, longest_side=32)
+
+    assert (reduced.width, reduced.height) == size == (whole.shape[1], whole.shape[0])
+    assert reduced.pixels.shape == (size[1] // 2, size[0] // 2, 3)
+
+
+def test_decode_reduced_holds_the_whole_image_to_the_pixel_limit() -> None:
+    with pytest.raises(ImageTooLarge):
+        decode_reduced(photo((1000, 600)), max_pixels=1000 * 600 - 1, longest_side=100)
+    with pytest.raises(ValueError, match="longest_side"):
+        decode_reduced(photo((100, 60)), max_pixels=MAX_PIXELS, longest_side=0)

@@ -6,10 +6,12 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
 import numpy as np
 import pytest
 from PIL import Image
 
+from facedemo.batching import BatchingPredictor
 from facedemo.config import Settings
 from facedemo.errors import ImageDecodeError, ImageTooLarge
 from facedemo.imaging import decode_image, resize_rgb
@@ -147,3 +149,41 @@ def test_response_schema_carries_the_prediction(pipeline: Pipeline) -> None:
     assert face["box"] == {"x": 0, "y": 0, "width": 24, "height": 24}
     assert face["gender"]["label"] == prediction.faces[0].gender.label
     assert face["age"]["years"] == prediction.faces[0].age.years
+
+
+# ----------------------------------------------------------------------------- async callers
+
+
+def faces_without_timings(prediction: ImagePrediction) -> tuple[object, ...]:
+    return (prediction.models, prediction.image, prediction.faces)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["registry", "batcher"])
+def test_async_prediction_answers_like_the_synchronous_one(
+    tiny_registry: Registry, tiny_models_dir: Path, batched: bool
+) -> None:
+    settings = Settings(models_dir=tiny_models_dir)
+    batcher = BatchingPredictor(tiny_registry) if batched else None
+    pipeline = Pipeline(tiny_registry, settings, batcher=batcher)
+    images = [encode(noise_image(40, 30, seed=seed), "PNG") for seed in (7, 8)]
+    if batcher is not None:
+        batcher.start()
+    try:
+        single = anyio.run(pipeline.predict_image_async, images[0], SKIP)
+        several = anyio.run(pipeline.predict_images_async, [*images, b"not an image"], SKIP)
+        expected = [pipeline.predict_image(data, SKIP) for data in images]
+    finally:
+        if batcher is not None:
+            batcher.stop()
+
+    assert faces_without_timings(single) == faces_without_timings(expected[0])
+    assert isinstance(several[0], ImagePrediction) and isinstance(several[1], ImagePrediction)
+    assert [faces_without_timings(p) for p in several[:2]] == [
+        faces_without_timings(p) for p in expected
+    ]
+    assert isinstance(several[2], ImageDecodeError)
+
+
+def test_async_prediction_raises_the_imaging_errors(pipeline: Pipeline) -> None:
+    with pytest.raises(ImageDecodeError):
+        anyio.run(pipeline.predict_image_async, b"this is not an image", SKIP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -72,10 +73,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     state = ServiceState()
     app.state.service = state
-    # Each request holds a worker thread while its faces wait for a batch; with fewer threads than
-    # queue places, the excess would wait for a thread, unbounded, instead of being refused.
-    limiter = anyio.to_thread.current_default_thread_limiter()
-    limiter.total_tokens = max(limiter.total_tokens, settings.max_queue + settings.max_batch_size)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(
             _load_models, state, settings, app.state.metrics, app.state.on_load_failure
@@ -104,6 +101,11 @@ async def _load_models(
         logger.exception("models not loaded, the service cannot become ready")
         _give_up(state, f"{type(error).__name__}: {error}", on_load_failure)
         return
+    # TensorFlow, Keras and the models leave some 340,000 objects that live as long as the process;
+    # each full collection walked them all (about 0.1 s with the GIL held, longer on a busy
+    # machine: every request in flight stalled). Frozen, the collector skips them.
+    gc.collect()
+    gc.freeze()
     batcher = BatchingPredictor.from_settings(registry, settings, observer=service_metrics)
     batcher.start()
     service_metrics.set_models(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import anyio.to_thread
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
 from facedemo.api.deps import MetricsDep, PipelineDep, RequestContextDep, SettingsDep
@@ -69,7 +68,7 @@ async def predict_batch(
         except InputError as error:  # over the byte limit, ...: this file's problem only
             uploads.append(error)
     images = [upload for upload in uploads if isinstance(upload, bytes)]
-    predictions = iter(await anyio.to_thread.run_sync(pipeline.predict_images, images, detect))
+    predictions = iter(await pipeline.predict_images_async(images, detect))
     outcomes: list[tuple[str | None, ImagePrediction | Problem]] = []
     for file, upload in zip(files, uploads, strict=True):
         outcome = upload if isinstance(upload, FacedemoError) else next(predictions)

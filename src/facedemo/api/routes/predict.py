@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio.to_thread
 from fastapi import APIRouter, File, Query, UploadFile
 
 from facedemo.api.deps import MetricsDep, PipelineDep, RequestContextDep, SettingsDep
@@ -40,7 +39,7 @@ async def predict(
     both probabilities. The upload is kept in memory only and dropped after the response.
     """
     data = await read_upload(file, settings.max_upload_bytes)
-    prediction = await anyio.to_thread.run_sync(pipeline.predict_image, data, detect)
+    prediction = await pipeline.predict_image_async(data, detect)
     context.faces = len(prediction.faces)
     metrics.observe_faces([context.faces])
     return PredictResponse.from_prediction(prediction, request_id=context.request_id)
