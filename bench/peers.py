@@ -224,8 +224,9 @@ def measure_rounds(
 def in_process(models_dir: Path, workloads: list[Workload], seconds: float) -> list[Row]:
     """Images/s of Pipeline.predict_images with the registry called directly, one thread."""
     from facedemo.config import Settings
+    from facedemo.detect_mode import DetectMode
     from facedemo.detection import Detector
-    from facedemo.pipeline import DetectMode, ImagePrediction, Pipeline
+    from facedemo.pipeline import ImagePrediction, Pipeline
     from facedemo.registry import Registry
 
     settings = Settings(models_dir=models_dir)

@@ -115,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from facedemo.config import Settings
+    from facedemo.detect_mode import DetectMode
     from facedemo.detection import Detector
     from facedemo.evaluation import load_labelled_set
-    from facedemo.pipeline import DetectMode, Pipeline
+    from facedemo.pipeline import Pipeline
     from facedemo.registry import Registry
 
     settings = Settings()

@@ -15,10 +15,11 @@ from tests.test_api import assert_problem, image_bytes
 from facedemo.api.deps import get_app_settings
 from facedemo.api.problems import PROBLEM_MEDIA_TYPE
 from facedemo.config import Settings
+from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
 from facedemo.errors import ImageDecodeError, UnsupportedImageFormat
 from facedemo.manifest import AGE_BUCKET_LABELS
-from facedemo.pipeline import DetectMode, ImagePrediction, Pipeline
-from facedemo.schemas import DEFAULT_DETECT_MODE, PROBLEM_TYPE_BASE, BatchPredictResponse
+from facedemo.pipeline import ImagePrediction, Pipeline
+from facedemo.schemas import PROBLEM_TYPE_BASE, BatchPredictResponse
 
 if TYPE_CHECKING:
     from facedemo.api.state import ServiceState

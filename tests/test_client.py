@@ -39,6 +39,7 @@ from facedemo.client import (
 from facedemo.client.errors import parse_retry_after
 from facedemo.client.retry import Attempts
 from facedemo.config import Settings
+from facedemo.detect_mode import DetectMode
 from facedemo.manifest import CLASSIFIER_NAME, REGRESSOR_NAME
 from facedemo.schemas import (
     BatchImageError,
@@ -152,8 +153,6 @@ async def test_predict_takes_every_image_form(
 async def test_predict_sends_the_detect_mode_and_the_file_name(
     client: AsyncClient, app_recording: Recording, tmp_path: Path
 ) -> None:
-    from facedemo.schemas import DetectMode
-
     await client.predict(png_file(tmp_path / "named.png"), detect=DetectMode.SKIP)
     request = app_recording.requests[-1]
     assert request.url.params["detect"] == "skip"

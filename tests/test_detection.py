@@ -18,8 +18,9 @@ from PIL import Image
 
 from facedemo.alignment import CHIP_SIZE, TEMPLATE, align_face, similarity_transform, warp_chip
 from facedemo.config import Settings
+from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
 from facedemo.imaging import decode_image, resize_rgb
-from facedemo.pipeline import DEFAULT_DETECT_MODE, DetectMode, Pipeline
+from facedemo.pipeline import Pipeline
 
 if TYPE_CHECKING:
     from facedemo.detection import Detection, Detector

@@ -14,11 +14,12 @@ from PIL import Image
 
 from facedemo import cli, evaluation
 from facedemo.config import Settings, get_settings
+from facedemo.detect_mode import DetectMode
 from facedemo.errors import InputError
 from facedemo.evaluation import LabelledFile, LabelledSet, evaluate, load_labelled_set
 from facedemo.imaging import ReducedImage
 from facedemo.manifest import AGE_BUCKET_LABELS, CLASSIFIER_NAME, REGRESSOR_NAME
-from facedemo.pipeline import DetectMode, FaceRegion, Pipeline
+from facedemo.pipeline import FaceRegion, Pipeline
 from facedemo.registry import FacePredictions
 
 if TYPE_CHECKING:

@@ -13,10 +13,11 @@ from PIL import Image
 
 from facedemo.batching import BatchingPredictor
 from facedemo.config import Settings
+from facedemo.detect_mode import DetectMode
 from facedemo.errors import ImageDecodeError, ImageTooLarge
 from facedemo.imaging import decode_image, resize_rgb
 from facedemo.manifest import AGE_BUCKET_LABELS, CLASSIFIER_NAME, GENDER_LABELS, REGRESSOR_NAME
-from facedemo.pipeline import DetectMode, ImagePrediction, Pipeline
+from facedemo.pipeline import ImagePrediction, Pipeline
 from facedemo.schemas import PredictResponse
 
 if TYPE_CHECKING:

@@ -50,10 +50,11 @@ from facedemo.client.bulk import (
     predict_files,
 )
 from facedemo.config import Settings, get_settings
+from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
 from facedemo.errors import BundleError, FacedemoError, InputError
 from facedemo.evaluation import evaluate, format_report, load_labelled_set
 from facedemo.logging_config import build_log_config
-from facedemo.pipeline import DEFAULT_DETECT_MODE, DetectMode, Pipeline
+from facedemo.pipeline import Pipeline
 from facedemo.schemas import PredictResponse
 
 if TYPE_CHECKING:

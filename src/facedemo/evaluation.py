@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from facedemo.accuracy import RACE_LABELS, Estimates, Labels, evaluation_report
+from facedemo.detect_mode import DetectMode
 from facedemo.errors import InputError
 from facedemo.manifest import AGE_BUCKET_LABELS, GENDER_LABELS
-from facedemo.pipeline import DetectMode, FaceResult, LocatedImage, Pipeline
+from facedemo.pipeline import FaceResult, LocatedImage, Pipeline
 from facedemo.utkface_names import IMAGE_SUFFIXES, parse_name
 
 # Images per registry call: large enough that the per-call overhead vanishes, small enough that a

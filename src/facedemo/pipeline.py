@@ -17,7 +17,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING
 
 import anyio
@@ -26,6 +25,7 @@ import numpy as np
 
 from facedemo.alignment import align_face
 from facedemo.config import Settings
+from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
 from facedemo.errors import FacedemoError, InputError
 from facedemo.imaging import (
     ReducedImage,
@@ -47,16 +47,6 @@ PROBABILITY_DIGITS = 4
 YEARS_DIGITS = 1
 MILLISECONDS_DIGITS = 2
 THREADS_PER_CORE = 4  # decoding and detection threads of the async calls, per CPU core
-
-
-class DetectMode(str, Enum):
-    """How faces are found in an image."""
-
-    AUTO = "auto"  # detect every face, align each to the training crops' geometry
-    SKIP = "skip"  # the image is already a face crop: use all of it
-
-
-DEFAULT_DETECT_MODE = DetectMode.AUTO
 
 
 @dataclass(frozen=True)

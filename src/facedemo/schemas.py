@@ -4,8 +4,7 @@ The pipeline produces plain dataclasses; `PredictResponse.from_prediction` turns
 typed response, so the API and `facedemo predict --json` print the same documents.
 
 `facedemo.client` parses answers into these same models, so this module must stay cheap to
-import: the pipeline (numpy, Pillow) is imported only where a method needs it, and `DetectMode`
-and `DEFAULT_DETECT_MODE`, which live in the pipeline, are looked up there on first use.
+import: the pipeline (numpy, Pillow) is imported only where a method needs it.
 """
 
 from __future__ import annotations
@@ -20,10 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from facedemo.manifest import Manifest
 
 if TYPE_CHECKING:
-    from facedemo.pipeline import DEFAULT_DETECT_MODE, DetectMode, ImagePrediction, ModelVersion
+    from facedemo.pipeline import ImagePrediction, ModelVersion
 
 __all__ = [
-    "DEFAULT_DETECT_MODE",
     "PROBLEM_TYPE_BASE",
     "AgeEstimate",
     "AgeInterval",
@@ -32,7 +30,6 @@ __all__ = [
     "BatchPredictResponse",
     "BatchSummary",
     "Box",
-    "DetectMode",
     "DeviceInfo",
     "Face",
     "GenderEstimate",
@@ -52,18 +49,6 @@ __all__ = [
     "Timings",
     "ValidationIssue",
 ]
-
-_PIPELINE_NAMES = frozenset({"DetectMode", "DEFAULT_DETECT_MODE"})
-
-
-def __getattr__(name: str) -> Any:
-    """`DetectMode` and `DEFAULT_DETECT_MODE` from the pipeline, imported on first use."""
-    if name in _PIPELINE_NAMES:
-        from facedemo import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 # Problem types are this base plus the error's code (RFC 9457 "type"); see api/problems.py.
 PROBLEM_TYPE_BASE = "https://facedemo.dev/problems/"

@@ -23,6 +23,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from facedemo.client.errors import UnexpectedResponseError, problem_error
+from facedemo.detect_mode import DetectMode
 from facedemo.schemas import (
     BatchPredictResponse,
     ModelInfo,
@@ -102,8 +103,9 @@ def ready_call() -> Call[Readiness]:
 
 
 def _detect_params(detect: str | None) -> dict[str, str]:
-    # DetectMode is a str Enum; its value, not its name, goes on the wire.
-    return {} if detect is None else {"detect": str(getattr(detect, "value", detect))}
+    if isinstance(detect, DetectMode):  # a str Enum: its value, not its name, goes on the wire
+        detect = detect.value
+    return {} if detect is None else {"detect": detect}
 
 
 def request_headers(request_id: str | None, api_key: str | None) -> dict[str, str]:

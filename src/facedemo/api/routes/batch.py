@@ -10,9 +10,10 @@ from facedemo.api.deps import MetricsDep, PipelineDep, RequestContextDep, Settin
 from facedemo.api.problems import problem_for, problem_responses
 from facedemo.api.routes.predict import read_upload
 from facedemo.api.routing import DocumentedRoute
+from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
 from facedemo.errors import FacedemoError, InputError, TooManyFiles
 from facedemo.pipeline import ImagePrediction
-from facedemo.schemas import DEFAULT_DETECT_MODE, BatchPredictResponse, DetectMode, Problem
+from facedemo.schemas import BatchPredictResponse, Problem
 
 router = APIRouter(
     prefix="/predict",

@@ -9,8 +9,9 @@ from fastapi import APIRouter, File, Query, UploadFile
 from facedemo.api.deps import MetricsDep, PipelineDep, RequestContextDep, SettingsDep
 from facedemo.api.problems import problem_responses
 from facedemo.api.routing import DocumentedRoute
+from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
 from facedemo.errors import UploadTooLarge
-from facedemo.schemas import DEFAULT_DETECT_MODE, DetectMode, PredictResponse
+from facedemo.schemas import PredictResponse
 
 router = APIRouter(
     prefix="/predict",
