@@ -58,7 +58,7 @@ def served(models_dir: Path, log: Path, **settings: str) -> Iterator[Served]:
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_until_ready(url, server, log)
+        wait_until_ready(url, server, log)
         yield Served(url, log)
     finally:
         server.terminate()
@@ -69,7 +69,8 @@ def served(models_dir: Path, log: Path, **settings: str) -> Iterator[Served]:
             server.wait()
 
 
-def _wait_until_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+def wait_until_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait (up to 180 s) until `url` answers /readyz with 200; fail if the server exits first."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         assert server.poll() is None, f"the server exited early:\n{log.read_text()[-3000:]}"

@@ -17,7 +17,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from PIL import Image
 from starlette.types import Receive, Scope, Send
-from tests.served import TINY_SERVER_KEY, Served
+from tests.served import TINY_SERVER_KEY, Served, free_port
 from tests.test_api import image_bytes
 
 from facedemo.api import create_app
@@ -368,8 +368,6 @@ async def test_transport_errors_are_retried(ready_app_for_stub: FastAPI) -> None
 
 
 def test_a_closed_port_is_a_transport_error_after_the_retries() -> None:
-    from tests.served import free_port
-
     with Client(f"http://127.0.0.1:{free_port()}", retry=FAST_RETRY) as client:
         with pytest.raises(TransportError) as caught:
             client.models(request_id="nobody-home")

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from tests.served import free_port, wait_until_ready
 from tests.test_api import assert_problem, image_bytes, running, settled_readiness
 
 from facedemo import cli
@@ -199,26 +199,6 @@ def test_serve_configures_a_graceful_stop_and_json_access_logs(
     assert kwargs["log_config"]["handlers"][access["handlers"][0]]["formatter"] == "json"
     assert handlers_during_run != [handler_before]
     assert signal.getsignal(signal.SIGTERM) == handler_before  # restored afterwards
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_until_ready(base_url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"the server exited early:\n{log.read_text()[-3000:]}"
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the server never became ready:\n{log.read_text()[-3000:]}")
 
 
 def refuses_connections(port: int) -> bool:
