@@ -38,9 +38,9 @@ from train.bundle import write_bundle
 from train.common import (
     base_parser,
     bucket_weights,
-    calibration_record,
     log,
     prepare,
+    trained_fields,
     training_record,
     validation_report,
 )
@@ -103,22 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         f"validation: gender {report['gender_accuracy']}, bucket {report['age_bucket_accuracy']}, "
         f"auxiliary age MAE {report['age_mae']} (n={report['n']})"
     )
+    training = training_record(
+        args, data, budget, time.monotonic() - started, "train.classifier", argv
+    )
     manifest_fields: dict[str, Any] = {
         "name": CLASSIFIER_NAME,
-        "version": args.version,
         "task": "age-gender-classification",
-        "input": {"height": args.size, "width": args.size},
         "outputs": {
             "age_bucket": {"kind": "probabilities", "labels": list(AGE_BUCKET_LABELS)},
             "gender": {"kind": "probabilities", "labels": list(GENDER_LABELS)},
             "age_logits": AGE_LOGITS_SPEC.model_dump(),
         },
-        "calibration": calibration_record(tempering),
-        "flops_per_face": count_flops(model),
-        "training": training_record(
-            args, data, budget, time.monotonic() - started, "train.classifier", argv
-        ),
-        "metrics": {"validation": report},
+        **trained_fields(args, model, tempering, report, training),
     }
     card = render_card(args, manifest_fields)
     bundle = write_bundle(args.models_dir, model, manifest_fields, card)

@@ -17,7 +17,7 @@ from facedemo.accuracy import Estimates, Labels, buckets_of, evaluation_report
 from facedemo.age_distribution import Tempering, age_summary
 from facedemo.manifest import AGE_BUCKET_LABELS
 from train.age_targets import EXPECTED_AGE_L1_WEIGHT, INTERVAL_LEVEL, calibrate
-from train.architectures import ARCHITECTURES
+from train.architectures import ARCHITECTURES, count_flops
 from train.augment import Degradations
 from train.utkface import (
     ArraySet,
@@ -285,6 +285,24 @@ def validation_report(
         widths = estimates.age_interval[:, 1] - estimates.age_interval[:, 0]
         report["mean_interval_width_years"] = round(float(np.mean(widths)), 2)
     return report, tempering
+
+
+def trained_fields(
+    args: argparse.Namespace,
+    model: keras.Model,
+    tempering: Tempering,
+    report: dict[str, Any],
+    training: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest fields both scripts fill alike: all but `name`, `task` and `outputs`."""
+    return {
+        "version": args.version,
+        "input": {"height": args.size, "width": args.size},
+        "calibration": calibration_record(tempering),
+        "flops_per_face": count_flops(model),
+        "training": training,
+        "metrics": {"validation": report},
+    }
 
 
 def calibration_record(tempering: Tempering) -> dict[str, Any]:

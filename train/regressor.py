@@ -46,9 +46,9 @@ from train.bundle import write_bundle
 from train.common import (
     base_parser,
     bucket_weights,
-    calibration_record,
     log,
     prepare,
+    trained_fields,
     training_record,
     validation_report,
 )
@@ -110,22 +110,17 @@ def main(argv: list[str] | None = None) -> int:
         f"auxiliary gender {report['gender_accuracy']}, {tempering} "
         f"(n={report['n']})"
     )
+    training = training_record(
+        args, data, budget, time.monotonic() - started, "train.regressor", argv
+    ) | {"extra_training_data": extra_data}
     manifest_fields: dict[str, Any] = {
         "name": REGRESSOR_NAME,
-        "version": args.version,
         "task": "age-regression",
-        "input": {"height": args.size, "width": args.size},
         "outputs": {
             "age_logits": AGE_LOGITS_SPEC.model_dump(),
             "gender": {"kind": "probabilities", "labels": list(GENDER_LABELS)},
         },
-        "calibration": calibration_record(tempering),
-        "flops_per_face": count_flops(model),
-        "training": training_record(
-            args, data, budget, time.monotonic() - started, "train.regressor", argv
-        )
-        | {"extra_training_data": extra_data},
-        "metrics": {"validation": report},
+        **trained_fields(args, model, tempering, report, training),
     }
     card = render_card(args, manifest_fields)
     bundle = write_bundle(args.models_dir, model, manifest_fields, card)
