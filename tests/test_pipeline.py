@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,12 @@ from PIL import Image
 from facedemo.batching import BatchingPredictor
 from facedemo.config import Settings
 from facedemo.detect_mode import DetectMode
-from facedemo.errors import ImageDecodeError, ImageTooLarge
+from facedemo.errors import (
+    DeadlineExceededError,
+    ImageDecodeError,
+    ImageTooLarge,
+    OverloadedError,
+)
 from facedemo.imaging import decode_image, resize_rgb
 from facedemo.manifest import AGE_BUCKET_LABELS, CLASSIFIER_NAME, GENDER_LABELS, REGRESSOR_NAME
 from facedemo.pipeline import ImagePrediction, Pipeline
@@ -188,3 +194,60 @@ def test_async_prediction_answers_like_the_synchronous_one(
 def test_async_prediction_raises_the_imaging_errors(pipeline: Pipeline) -> None:
     with pytest.raises(ImageDecodeError):
         anyio.run(pipeline.predict_image_async, b"this is not an image", SKIP)
+
+
+class HeldLocate:
+    """Stands in for `Pipeline.locate`: each call blocks its worker thread until released."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._locate = pipeline.locate
+        self.release = threading.Event()
+        self.started = threading.Semaphore(0)
+
+    def __call__(self, data: bytes, detect: DetectMode) -> object:
+        self.started.release()
+        self.release.wait(timeout=30)
+        return self._locate(data, detect)
+
+
+@pytest.mark.parametrize("limit", ["max_queue", "request_timeout_ms"])
+def test_images_waiting_for_a_worker_thread_are_bounded_in_number_and_time(
+    tiny_registry: Registry, tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch, limit: str
+) -> None:
+    settings = Settings(
+        models_dir=tiny_models_dir,
+        max_queue=1 if limit == "max_queue" else 100,
+        request_timeout_ms=100 if limit == "request_timeout_ms" else 60_000,
+    )
+    pipeline = Pipeline(tiny_registry, settings, worker_threads=1)
+    held = HeldLocate(pipeline)
+    monkeypatch.setattr(pipeline, "locate", held)
+    image = encode(noise_image(40, 30, seed=1), "PNG")
+    outcomes: dict[str, object] = {}
+
+    async def predict(name: str) -> None:
+        try:
+            outcomes[name] = await pipeline.predict_image_async(image, SKIP)
+        except (OverloadedError, DeadlineExceededError) as error:
+            outcomes[name] = error
+
+    async def scenario() -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(predict, "in the thread")
+            await anyio.to_thread.run_sync(held.started.acquire)
+            tasks.start_soon(predict, "waiting")
+            await anyio.sleep(0.05)
+            tasks.start_soon(predict, "one too many")
+            await anyio.sleep(0.3)  # past the 100 ms deadline, when that is the limit
+            held.release.set()
+
+    anyio.run(scenario)
+
+    assert isinstance(outcomes["in the thread"], ImagePrediction)
+    if limit == "max_queue":
+        assert isinstance(outcomes["waiting"], ImagePrediction)
+        refused = outcomes["one too many"]
+        assert type(refused) is OverloadedError and "1 images are waiting" in str(refused)
+    else:
+        for name in ("waiting", "one too many"):
+            assert isinstance(outcomes[name], DeadlineExceededError), outcomes[name]

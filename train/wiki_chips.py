@@ -6,7 +6,7 @@ aligned chips. The service feeds its models crops aligned to the UTKFace templat
 keep the largest face, align it to the template, resize. Photos where no face is found are
 dropped and counted. Chips are cached like UTKFace arrays, keyed by the data and the size.
 
-    .venv/bin/python -m train.regressor --wiki ../wiki_crop/wiki.mat --version 1.2.0
+    .venv/bin/python -m train.regressor --wiki ../wiki_crop/wiki.mat --version 1.8.0
 
 adds the WIKI chips to the training split only: calibration and validation stay UTKFace, so the
 figures compare with bundles trained without WIKI.

@@ -60,13 +60,14 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         128,
         ge=1,
-        description="Faces that may wait for the models; beyond, 503 overloaded with Retry-After.",
+        description="Faces that may wait for the models, and images for a decoding thread; "
+        "beyond, 503 overloaded with Retry-After.",
     )
     request_timeout_ms: float = Field(
         10_000,
         gt=0,
-        description="A request whose faces have not reached the models by then: 503 "
-        "deadline_exceeded.",
+        description="A request not decoded, or whose faces have not reached the models, by then: "
+        "503 deadline_exceeded.",
     )
     log_level: LogLevel = Field("info", description="Log level of the service.")
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(

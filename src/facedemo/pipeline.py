@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -26,7 +26,12 @@ import numpy as np
 from facedemo.alignment import align_face
 from facedemo.config import Settings
 from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
-from facedemo.errors import FacedemoError, InputError
+from facedemo.errors import (
+    DeadlineExceededError,
+    FacedemoError,
+    InputError,
+    OverloadedError,
+)
 from facedemo.imaging import (
     ReducedImage,
     decode_image,
@@ -47,6 +52,8 @@ PROBABILITY_DIGITS = 4
 YEARS_DIGITS = 1
 MILLISECONDS_DIGITS = 2
 THREADS_PER_CORE = 4  # decoding and detection threads of the async calls, per CPU core
+
+Located = TypeVar("Located")
 
 
 @dataclass(frozen=True)
@@ -182,11 +189,13 @@ class Pipeline:
         settings: Settings,
         detector: Detector | None = None,
         batcher: BatchingPredictor | None = None,
+        worker_threads: int | None = None,
     ) -> None:
         """Use `registry`'s models; `settings` gives the image limits; `detector` finds faces.
 
         Without a detector only `DetectMode.SKIP` works. With a `batcher` (over `registry`) the
-        crops go through it, to share model calls with concurrent requests.
+        crops go through it, to share model calls with concurrent requests. `worker_threads`
+        (default: THREADS_PER_CORE a core) decode and detect for the async calls.
         """
         self._registry = registry
         self._settings = settings
@@ -196,8 +205,11 @@ class Pipeline:
         # Decoding and detection threads, a few per core: detection spends most of its time in
         # short TensorFlow ops (GIL released) that keep part of the cores busy, so one thread a
         # core left them idle (group photos: 15 against 17.7 images/s with four a core; chips
-        # the same either way). Requests beyond them wait on the event loop, holding no thread.
-        self._limiter = anyio.CapacityLimiter(THREADS_PER_CORE * (os.cpu_count() or 1))
+        # the same either way). Requests beyond them wait on the event loop, holding no thread,
+        # as many as FACEDEMO_MAX_QUEUE and as long as FACEDEMO_REQUEST_TIMEOUT_MS.
+        workers = worker_threads or THREADS_PER_CORE * (os.cpu_count() or 1)
+        self._turns = anyio.CapacityLimiter(workers)  # who may decode now; the rest wait here
+        self._threads = anyio.CapacityLimiter(workers)
         self._models = [
             ModelVersion(name=name, version=manifest.version)
             for name, manifest in sorted(registry.manifests().items())
@@ -237,7 +249,7 @@ class Pipeline:
         self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE
     ) -> ImagePrediction:
         """`predict_image` for async callers; see the module docstring for where the work runs."""
-        located = await anyio.to_thread.run_sync(self.locate, data, detect, limiter=self._limiter)
+        located = await self._in_worker(self.locate, data, detect)
         [prediction] = await self._predict_all_async([located])
         return prediction
 
@@ -245,15 +257,40 @@ class Pipeline:
         self, images: Sequence[bytes], detect: DetectMode = DEFAULT_DETECT_MODE
     ) -> list[ImagePrediction | FacedemoError]:
         """`predict_images` for async callers: one thread locates every image, in input order."""
-        outcomes = await anyio.to_thread.run_sync(
-            self._locate_each, images, detect, limiter=self._limiter
-        )
+        outcomes = await self._in_worker(self._locate_each, images, detect)
         predictions = iter(
             await self._predict_all_async(
                 [item for item in outcomes if isinstance(item, LocatedImage)]
             )
         )
         return [item if isinstance(item, FacedemoError) else next(predictions) for item in outcomes]
+
+    async def _in_worker(self, function: Callable[..., Located], *args: object) -> Located:
+        """`function(*args)` in a worker thread once one is free.
+
+        Raises OverloadedError when FACEDEMO_MAX_QUEUE calls wait already, and
+        DeadlineExceededError when none was free within FACEDEMO_REQUEST_TIMEOUT_MS: without
+        them, a burst of photos (which the detector, not the models, holds up) would wait
+        unbounded, their uploads in memory, never reaching the models' queue that refuses.
+        """
+        waiting = self._turns.statistics().tasks_waiting
+        if waiting >= self._settings.max_queue:
+            raise OverloadedError(
+                f"{waiting} images are waiting to be decoded, the limit is "
+                f"{self._settings.max_queue}; retry later"
+            )
+        timeout = self._settings.request_timeout_ms / 1000
+        with anyio.move_on_after(timeout) as waited:
+            await self._turns.acquire()
+        if waited.cancelled_caught:
+            raise DeadlineExceededError(
+                f"the request waited more than {self._settings.request_timeout_ms:.0f} ms to be "
+                "decoded; retry later"
+            )
+        try:
+            return await anyio.to_thread.run_sync(function, *args, limiter=self._threads)
+        finally:
+            self._turns.release()
 
     def locate(self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE) -> LocatedImage:
         """Decode `data` and locate its faces as `detect` says, without running the models.
