@@ -224,7 +224,7 @@ def test_serve_runs_the_app_factory_with_settings_from_the_environment(
     assert cli.main(["serve"]) == 0
 
     [(args, kwargs)] = uvicorn_calls
-    assert args == ("facedemo.cli:create_served_app",)
+    assert args == ("facedemo.cli.serve:create_served_app",)
     assert kwargs["factory"] is True
     assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("0.0.0.0", 9001, 1)
     assert kwargs["log_level"] == "warning"

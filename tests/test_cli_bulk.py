@@ -14,13 +14,15 @@ from tests.served import TINY_SERVER_KEY, Served
 from tests.test_api import image_bytes
 
 from facedemo import cli
+from facedemo.cli.common import PROGRESS_BAR_WIDTH
+from facedemo.cli.predict import CLIENT_API_KEY_VARIABLE
 from facedemo.client.bulk import image_files
 from facedemo.config import get_settings
 
 
 @pytest.fixture(autouse=True)
 def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv(cli.CLIENT_API_KEY_VARIABLE, raising=False)
+    monkeypatch.delenv(CLIENT_API_KEY_VARIABLE, raising=False)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -129,7 +131,7 @@ def test_without_the_key_the_run_stops_and_writes_nothing(
 def test_the_key_can_come_from_the_environment(
     tiny_server: Served, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(cli.CLIENT_API_KEY_VARIABLE, TINY_SERVER_KEY)
+    monkeypatch.setenv(CLIENT_API_KEY_VARIABLE, TINY_SERVER_KEY)
     output = tmp_path / "results.jsonl"
     assert bulk(tiny_server, folder / "a0.png", output=output, key=False) == 0
     assert [line["file"] for line in read_lines(output)] == [str(folder / "a0.png")]
@@ -162,7 +164,7 @@ def test_a_progress_bar_is_drawn_on_a_terminal_only(
     terminal = Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
     assert bulk(tiny_server, folder / "day2" / "later", output=tmp_path / "out.jsonl") == 0
-    assert "\rpredicting [" + "#" * cli.PROGRESS_BAR_WIDTH + "] 2/2 images" in terminal.getvalue()
+    assert "\rpredicting [" + "#" * PROGRESS_BAR_WIDTH + "] 2/2 images" in terminal.getvalue()
 
     piped = io.StringIO()
     monkeypatch.setattr("sys.stderr", piped)

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from facedemo import cli, evaluation
+from facedemo.cli import evaluate as cli_evaluate
 from facedemo.config import Settings, get_settings
 from facedemo.detect_mode import DetectMode
 from facedemo.errors import InputError
@@ -93,7 +94,7 @@ def settings_env(monkeypatch: pytest.MonkeyPatch, tiny_models_dir: Path) -> Iter
 @pytest.fixture
 def shared_registry(monkeypatch: pytest.MonkeyPatch, tiny_registry: Registry) -> None:
     """The CLI reuses the session's registry instead of loading the same bundles again."""
-    monkeypatch.setattr(cli, "_load_registry", lambda settings: tiny_registry)
+    monkeypatch.setattr(cli_evaluate, "load_registry", lambda settings: tiny_registry)
 
 
 def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
@@ -246,7 +247,7 @@ def test_evaluate_refuses_a_bad_labels_file_before_loading_models(
     def no_loading(settings: Settings) -> None:
         raise AssertionError("models loaded for a labels file that cannot be used")
 
-    monkeypatch.setattr(cli, "_load_registry", no_loading)
+    monkeypatch.setattr(cli_evaluate, "load_registry", no_loading)
 
     status = cli.main(["evaluate", str(tmp_path), "--labels", str(labels)])
 

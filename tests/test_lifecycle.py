@@ -21,7 +21,8 @@ from tests.test_api import assert_problem, image_bytes, running, settled_readine
 
 from facedemo import cli
 from facedemo.api import create_app
-from facedemo.config import Settings
+from facedemo.cli.serve import EXIT_CANNOT_SERVE
+from facedemo.config import Settings, get_settings
 from facedemo.manifest import CLASSIFIER_NAME, MANIFEST_FILE, MODEL_FILE, REGRESSOR_NAME
 
 IN_FLIGHT = 8
@@ -166,7 +167,7 @@ def test_serve_exits_non_zero_within_30_s_when_the_models_can_never_load(
     finally:
         models_dir.chmod(0o755)
 
-    assert server.returncode == cli.EXIT_CANNOT_SERVE, server.stderr[-3000:]
+    assert server.returncode == EXIT_CANNOT_SERVE, server.stderr[-3000:]
     assert f"models not loaded, the service cannot become ready: {expected}" in server.stderr
     assert "exiting with status 3" in server.stderr
 
@@ -185,12 +186,12 @@ def test_serve_configures_a_graceful_stop_and_json_access_logs(
 
     monkeypatch.setattr(uvicorn, "run", fake_run)
     monkeypatch.setenv("FACEDEMO_SHUTDOWN_TIMEOUT_SECONDS", "7")
-    cli.get_settings.cache_clear()
+    get_settings.cache_clear()
     handler_before = signal.getsignal(signal.SIGTERM)
     try:
         assert cli.main(["serve"]) == 0
     finally:
-        cli.get_settings.cache_clear()
+        get_settings.cache_clear()
 
     [kwargs] = calls
     assert kwargs["timeout_graceful_shutdown"] == 7

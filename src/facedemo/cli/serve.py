@@ -1,0 +1,100 @@
+"""`facedemo serve`: uvicorn over the app, and an exit when the models can never load."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from signal import SIGINT, SIGTERM
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from facedemo.cli.common import EXIT_OK, port_number, positive_int
+from facedemo.config import Settings
+from facedemo.logging_config import build_log_config
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+APP_FACTORY = "facedemo.cli.serve:create_served_app"
+# uvicorn's own status for an application that cannot start (uvicorn.config.STARTUP_FAILURE): its
+# multi-worker supervisor stops, rather than restarting a worker that exits with it.
+EXIT_CANNOT_SERVE = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to bind (default: FACEDEMO_HOST, 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=port_number, help="port to listen on (default: FACEDEMO_PORT, 8000)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="server processes, each loading its own models (default: 1)",
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run uvicorn over the app factory; each worker process builds its app from the env.
+
+    On SIGTERM or Ctrl-C uvicorn stops accepting connections, lets in-flight requests finish
+    (for up to FACEDEMO_SHUTDOWN_TIMEOUT_SECONDS), runs the lifespan shutdown, and the command
+    exits 0. When the models cannot be loaded the process exits with status 3 right after
+    logging why (`create_served_app`); with `--workers N`, uvicorn's supervisor stops every
+    worker when one exits so, but itself exits 0 (uvicorn 0.55).
+    """
+    import uvicorn
+
+    # uvicorn re-raises the stop signal after its graceful shutdown so that the signal's default
+    # action ends the process (status -15); a completed graceful shutdown is a clean exit. Before
+    # uvicorn takes the signals over, the same handler just exits: nothing is in flight yet.
+    previous = {stop: signal.signal(stop, _exit_cleanly) for stop in (SIGTERM, SIGINT)}
+    try:
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=args.workers,
+            log_level=settings.log_level,
+            # uvicorn applies it in every worker process too; our access line replaces uvicorn's.
+            log_config=build_log_config(settings),
+            access_log=False,
+            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        )
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+    return EXIT_OK
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(EXIT_OK)
+
+
+def create_served_app() -> FastAPI:
+    """The app `facedemo serve` runs in each worker: one that ends its process if models fail.
+
+    A process that can never become ready must not stay up: `docker run` shows the reason at once
+    and Kubernetes reports CrashLoopBackOff with it, instead of a pod alive but never ready.
+    """
+    from facedemo.api import create_app
+
+    return create_app(on_load_failure=_exit_cannot_serve)
+
+
+def _exit_cannot_serve(reason: str) -> None:
+    # At once rather than through uvicorn's graceful stop: no request can be using the models,
+    # and a stop by signal would end a worker with the signal's status, which uvicorn's
+    # supervisor answers with a restart that fails the same way.
+    logging.getLogger(__name__).critical(
+        "exiting with status %d: the models cannot be loaded with this configuration",
+        EXIT_CANNOT_SERVE,
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_CANNOT_SERVE)
