@@ -46,7 +46,7 @@ from pathlib import Path
 from bench.load import LoadResult, Upload, face_images, multipart
 from bench.load import run as run_load
 from bench.photos import GroupPhoto, group_photos, recall
-from bench.readme import write_section
+from bench.readme import markdown_table, write_section
 from bench.soak import free_port
 from bench.throughput import DEFAULT_IMAGES, server
 
@@ -355,10 +355,8 @@ def format_report(args: argparse.Namespace, rows: list[Row], labels: dict[str, s
         "servers taking turns in each round, so that the machine's other load falls on all "
         "alike; a cell's figures pool its rounds",
         "",
-        "| " + " | ".join(header) + " |",
-        "| " + " | ".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + " |",
+        *markdown_table(header, [row.cells() for row in rows], text_columns=2),
     ]
-    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
     lines += ["", "Ratios (facedemo with default settings against each):", ""]
     lines += ratios(rows, labels.get("baseline"))
     return "\n".join(lines)

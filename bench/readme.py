@@ -7,6 +7,12 @@ from pathlib import Path
 README = Path(__file__).with_name("README.md")
 
 
+def markdown_table(header: list[str], rows: list[list[str]], text_columns: int) -> list[str]:
+    """The lines of a Markdown table: the first `text_columns` columns left, the rest right."""
+    alignment = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)
+    return ["| " + " | ".join(cells) + " |" for cells in [header, alignment, *rows]]
+
+
 def write_section(section: str, intro: str, report: str) -> None:
     """Put `intro` and `report` under the heading `section`, leaving the other sections alone."""
     text = README.read_text() if README.exists() else "# Benchmarks\n"

@@ -39,7 +39,7 @@ import httpx
 import numpy as np
 from bench.load import LoadResult, Upload, face_images, multipart
 from bench.load import run as run_load
-from bench.readme import write_section
+from bench.readme import markdown_table, write_section
 from bench.soak import free_port, rss_mib
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -382,10 +382,8 @@ def format_report(
         f"- each cell: a warm-up, then up to {args.requests} requests or {args.seconds:.0f} s, "
         "closed loop (each worker waits for its answer); latencies are of 200 answers",
         "",
-        "| " + " | ".join(header) + " |",
-        "| " + " | ".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + " |",
+        *markdown_table(header, [row.cells() for row in rows], text_columns=3),
     ]
-    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
     best_size = max(in_process, key=lambda size: in_process[size])
     lines += [
         "",

@@ -200,7 +200,6 @@ class Pipeline:
         self._registry = registry
         self._settings = settings
         self._detector = detector
-        self._predictor: Registry | BatchingPredictor = registry if batcher is None else batcher
         self._batcher = batcher
         # Decoding and detection threads, a few per core: detection spends most of its time in
         # short TensorFlow ops (GIL released) that keep part of the cores busy, so one thread a
@@ -209,6 +208,7 @@ class Pipeline:
         # as many as FACEDEMO_MAX_QUEUE and as long as FACEDEMO_REQUEST_TIMEOUT_MS.
         workers = worker_threads or THREADS_PER_CORE * (os.cpu_count() or 1)
         self._turns = anyio.CapacityLimiter(workers)  # who may decode now; the rest wait here
+        # The threads they run in: as many, where AnyIO's default pool would stop at 40.
         self._threads = anyio.CapacityLimiter(workers)
         self._models = [
             ModelVersion(name=name, version=manifest.version)
@@ -240,10 +240,7 @@ class Pipeline:
         of failing the others. Each image's `inference` timing is the one shared model call.
         """
         outcomes = self._locate_each(images, detect)
-        predictions = iter(
-            self._predict_all([item for item in outcomes if isinstance(item, LocatedImage)])
-        )
-        return [item if isinstance(item, FacedemoError) else next(predictions) for item in outcomes]
+        return _in_input_order(outcomes, self._predict_all(_located_only(outcomes)))
 
     async def predict_image_async(
         self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE
@@ -258,12 +255,7 @@ class Pipeline:
     ) -> list[ImagePrediction | FacedemoError]:
         """`predict_images` for async callers: one thread locates every image, in input order."""
         outcomes = await self._in_worker(self._locate_each, images, detect)
-        predictions = iter(
-            await self._predict_all_async(
-                [item for item in outcomes if isinstance(item, LocatedImage)]
-            )
-        )
-        return [item if isinstance(item, FacedemoError) else next(predictions) for item in outcomes]
+        return _in_input_order(outcomes, await self._predict_all_async(_located_only(outcomes)))
 
     async def _in_worker(self, function: Callable[..., Located], *args: object) -> Located:
         """`function(*args)` in a worker thread once one is free.
@@ -308,12 +300,7 @@ class Pipeline:
             )
         else:
             image = _whole(decode_image(data, max_pixels=max_pixels))
-        return self._located(image, detect, started, time.perf_counter())
-
-    def _located(
-        self, image: ReducedImage, detect: DetectMode, started: float, decoded: float
-    ) -> LocatedImage:
-        """The faces of a decoded image, with the decode time (`started` to `decoded`)."""
+        decoded = time.perf_counter()
         regions = self._locate_faces(image, detect)
         located = time.perf_counter()
         return LocatedImage(
@@ -325,7 +312,8 @@ class Pipeline:
 
     def predict_located(self, images: Sequence[LocatedImage]) -> list[list[FaceResult]]:
         """Predict every face of several located images in one registry call; a list per image."""
-        return self._faces(images, self._predictor.predict(self._crops(images)))
+        predictor: Registry | BatchingPredictor = self._batcher or self._registry
+        return self._faces(images, predictor.predict(self._crops(images)))
 
     def _locate_each(
         self, images: Sequence[bytes], detect: DetectMode
@@ -420,6 +408,18 @@ class Pipeline:
                 for detection in self._detector.detect(image.pixels)
             ]
         raise ValueError(f"unsupported detect mode {detect!r}")
+
+
+def _located_only(outcomes: Sequence[LocatedImage | FacedemoError]) -> list[LocatedImage]:
+    return [item for item in outcomes if isinstance(item, LocatedImage)]
+
+
+def _in_input_order(
+    outcomes: Sequence[LocatedImage | FacedemoError], predictions: Sequence[ImagePrediction]
+) -> list[ImagePrediction | FacedemoError]:
+    """Each located image's prediction (in `predictions`, in order) or its error, as `outcomes`."""
+    answers = iter(predictions)
+    return [item if isinstance(item, FacedemoError) else next(answers) for item in outcomes]
 
 
 def _whole(pixels: np.ndarray) -> ReducedImage:
