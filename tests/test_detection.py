@@ -274,6 +274,40 @@ def test_pyramid_starts_at_the_minimum_face_and_stops_at_the_window() -> None:
     assert pyramid_scales(30, 40) == []
 
 
+@pytest.mark.parametrize("largest_slope", [1.0, 0.3, -0.2])
+def test_a_prelu_computed_as_a_maximum_is_keras_bit_for_bit(largest_slope: float) -> None:
+    import keras
+
+    from facedemo.detection import _PReLUAsMaximum
+
+    inputs = np.random.default_rng(0).normal(0.0, 3.0, (2, 9, 7, 16)).astype(np.float32)
+    inputs[0, 0, 0] = 0.0
+    layer = keras.layers.PReLU(shared_axes=[1, 2])
+    layer.build(inputs.shape)
+    slopes = np.random.default_rng(1).uniform(-0.7, largest_slope, (1, 1, 16))
+    slopes[..., 0] = largest_slope
+    layer.set_weights([slopes.astype(np.float32)])
+
+    assert _PReLUAsMaximum.fits(layer)
+    np.testing.assert_array_equal(
+        np.asarray(_PReLUAsMaximum(layer)(inputs)), np.asarray(layer(inputs))
+    )
+    layer.set_weights([np.full((1, 1, 16), 1.01, np.float32)])
+    assert not _PReLUAsMaximum.fits(layer)  # above 1 the maximum is another function
+
+
+def test_the_networks_keep_keras_prelus_only_where_a_slope_exceeds_one() -> None:
+    import keras
+    from mtcnn.network.pnet import PNet
+
+    from facedemo.detection import _network, _PReLUAsMaximum
+
+    network = _network(PNet, "pnet.lz4")
+    assert isinstance(network.prelu1, keras.layers.PReLU)  # one slope is 1.012
+    assert isinstance(network.prelu2, _PReLUAsMaximum)
+    assert isinstance(network.prelu3, _PReLUAsMaximum)
+
+
 def test_non_maximum_suppression_keeps_the_best_of_each_cluster() -> None:
     from facedemo.detection import non_maximum_suppression
 

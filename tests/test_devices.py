@@ -35,11 +35,23 @@ class FakeExperimental:
 
 
 @dataclass
+class FakeThreading:
+    op_threads: list[int] = field(default_factory=list)
+    initialised: bool = False
+
+    def set_intra_op_parallelism_threads(self, threads: int) -> None:
+        if self.initialised:
+            raise RuntimeError("Intra op parallelism cannot be modified after initialization.")
+        self.op_threads.append(threads)
+
+
+@dataclass
 class FakeConfig:
     """Stands in for tf.config: a device list and a record of what was configured."""
 
     gpus: list[FakeGPU]
     experimental: FakeExperimental = field(default_factory=FakeExperimental)
+    threading: FakeThreading = field(default_factory=FakeThreading)
     visible: list[tuple[list[Any], str]] = field(default_factory=list)
 
     def list_physical_devices(self, kind: str) -> list[FakeGPU]:
@@ -53,7 +65,11 @@ class FakeConfig:
 
 def fake_config(gpu_count: int, *, initialised: bool = False) -> FakeConfig:
     gpus = [FakeGPU(f"/physical_device:GPU:{index}") for index in range(gpu_count)]
-    return FakeConfig(gpus=gpus, experimental=FakeExperimental(initialised=initialised))
+    return FakeConfig(
+        gpus=gpus,
+        experimental=FakeExperimental(initialised=initialised),
+        threading=FakeThreading(initialised=initialised),
+    )
 
 
 @pytest.mark.parametrize(
@@ -131,6 +147,24 @@ def test_already_initialised_gpus_are_tolerated(caplog: pytest.LogCaptureFixture
     assert choice.name == "CPU:0"
     assert "could not enable memory growth" in caplog.text
     assert "could not hide the GPUs" in caplog.text
+
+
+def test_op_threads_limit_tensorflow_ops_and_zero_leaves_the_default() -> None:
+    limited = fake_config(0)
+    select_device("cpu", limited, op_threads=1)
+    assert limited.threading.op_threads == [1]
+    untouched = fake_config(0)
+    select_device("cpu", untouched)
+    assert untouched.threading.op_threads == []
+
+
+def test_op_threads_on_a_running_tensorflow_are_tolerated(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="facedemo.devices"):
+        choice = select_device("auto", fake_config(0, initialised=True), op_threads=2)
+    assert choice.name == "CPU:0"
+    assert "could not limit TensorFlow ops to 2 CPU thread(s)" in caplog.text
 
 
 def test_registry_load_fails_fast_when_gpu_demanded_without_one(

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     )
     max_batch_images: int = Field(32, gt=0, description="Most images in one /predict/batch.")
     device: Device = Field("auto", description="auto: GPU if visible, else CPU; gpu: GPU or fail.")
+    op_threads: int = Field(
+        1,
+        ge=0,
+        description="CPU threads one TensorFlow operation may use; 0: one per core (TensorFlow's "
+        "default). Concurrent requests keep the cores busy already.",
+    )
     detector_max_side: int = Field(
         640, ge=48, description="Images are shrunk to this longest side (px) before detection."
     )

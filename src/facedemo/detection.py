@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import joblib
+import keras
 import numpy as np
 import tensorflow as tf
 from mtcnn.network.onet import ONet
@@ -402,7 +403,31 @@ def _network(network_class: type[Any], weights_file: str) -> Any:
     network = network_class()
     network.build()
     network.set_weights(weights)
+    for name, layer in list(vars(network).items()):
+        if isinstance(layer, keras.layers.PReLU) and _PReLUAsMaximum.fits(layer):
+            setattr(network, name, _PReLUAsMaximum(layer))
     return network
+
+
+class _PReLUAsMaximum:
+    """A PReLU layer whose slopes are all at most 1, computed as max(x, slope * x).
+
+    For such slopes that is the same function, and bit for bit the same floats as Keras'
+    relu(x) + -slope * relu(-x), in two passes over the tensor instead of five: the PReLUs of
+    these small networks cost as much as their convolutions (bench/README.md, "Tail latency and
+    photos"). A layer with a slope above 1 (two of the twelve) keeps Keras' formula.
+    """
+
+    def __init__(self, layer: keras.layers.PReLU) -> None:
+        self._slopes = tf.constant(layer.get_weights()[0])
+
+    @staticmethod
+    def fits(layer: keras.layers.PReLU) -> bool:
+        """Whether every slope of `layer` is at most 1."""
+        return bool(np.max(layer.get_weights()[0]) <= 1.0)
+
+    def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
+        return tf.maximum(inputs, self._slopes * inputs)
 
 
 def _compile_stages(pnet: Any, rnet: Any, onet: Any) -> _Stages:

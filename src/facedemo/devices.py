@@ -58,14 +58,18 @@ def choose_device(requested: str, gpu_count: int) -> str:
     return CPU_DEVICE
 
 
-def select_device(requested: str, config: Any = None) -> DeviceChoice:
+def select_device(requested: str, config: Any = None, *, op_threads: int = 0) -> DeviceChoice:
     """Choose the device, turn on GPU memory growth and, for "cpu", hide the GPUs; log the choice.
 
-    `config` defaults to `tf.config`; tests pass a stand-in with the same methods. Call this before
-    TensorFlow creates any tensor: afterwards the GPU settings can no longer change, which is logged
-    and tolerated (the models are still placed on the chosen device).
+    `op_threads` > 0 limits the CPU threads one TensorFlow op may use (intra-op parallelism; 0
+    leaves TensorFlow's default, one per core). `config` defaults to `tf.config`; tests pass a
+    stand-in with the same methods. Call this before TensorFlow creates any tensor: afterwards
+    these settings can no longer change, which is logged and tolerated (the models are still
+    placed on the chosen device).
     """
     config = tf.config if config is None else config
+    if op_threads > 0:
+        limit_op_threads(op_threads, config)
     gpus = list(config.list_physical_devices("GPU"))
     name = choose_device(requested, len(gpus))
     for gpu in gpus:
@@ -97,6 +101,19 @@ def select_device(requested: str, config: Any = None) -> DeviceChoice:
         tf.__version__,
     )
     return choice
+
+
+def limit_op_threads(threads: int, config: Any = None) -> None:
+    """Let one TensorFlow op use at most `threads` CPU threads (TensorFlow's intra-op pool).
+
+    A server runs several requests at once, so the cores are busy without splitting each op;
+    split, an op costs more CPU (the models: 1.5 against 1.0 ms a face, bench/README.md).
+    """
+    config = tf.config if config is None else config
+    try:
+        config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError as error:  # TensorFlow already running with another value
+        logger.warning("could not limit TensorFlow ops to %d CPU thread(s): %s", threads, error)
 
 
 def _gpu_model_name(config: Any, gpu: Any) -> str:

@@ -38,6 +38,7 @@ from facedemo.age_distribution import (
     pooled,
 )
 from facedemo.bundles import REQUIRED_MODELS, check_contract, find_bundle, read_manifest
+from facedemo.config import Settings
 from facedemo.devices import DeviceChoice, select_device
 from facedemo.errors import BundleError, UnknownModelError
 from facedemo.manifest import (
@@ -153,11 +154,17 @@ class Registry:
 
     @classmethod
     def load(
-        cls, models_dir: Path, *, device: str = "auto", pins: Mapping[str, str] | None = None
+        cls,
+        models_dir: Path,
+        *,
+        device: str = "auto",
+        pins: Mapping[str, str] | None = None,
+        op_threads: int = 0,
     ) -> Registry:
         """Find, check, load and warm up both models; BundleError / DeviceUnavailableError if not.
 
-        `pins` maps a model name to the version to load instead of the newest one.
+        `pins` maps a model name to the version to load instead of the newest one; `op_threads`
+        > 0 limits the CPU threads of one TensorFlow op (devices.select_device).
         """
         pins = dict(pins or {})
         unknown_pins = sorted(set(pins) - set(REQUIRED_MODELS))
@@ -182,7 +189,7 @@ class Registry:
         if len(set(sizes.values())) != 1:
             raise BundleError(f"the models must share one input size (height, width), got {sizes}")
 
-        choice = select_device(device)
+        choice = select_device(device, op_threads=op_threads)
         started = time.perf_counter()
         models = {}
         for name, bundle in bundles.items():
@@ -203,6 +210,16 @@ class Registry:
             ", ".join(map(str, PADDED_BATCH_SIZES)),
         )
         return cls(models, choice)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        """`Registry.load` with the models_dir, device, model_pins and op_threads settings."""
+        return cls.load(
+            settings.models_dir,
+            device=settings.device,
+            pins=settings.model_pins,
+            op_threads=settings.op_threads,
+        )
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -124,5 +124,5 @@ def _give_up(state: ServiceState, reason: str, on_load_failure: LoadFailureHandl
 
 def _load_registry_and_detector(settings: Settings) -> tuple[Registry, Detector]:
     """The loaded, warmed models, and the face detector warmed on the same device."""
-    registry = Registry.load(settings.models_dir, device=settings.device, pins=settings.model_pins)
+    registry = Registry.from_settings(settings)
     return registry, Detector.from_settings(settings, registry.device)

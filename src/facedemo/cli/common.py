@@ -21,11 +21,11 @@ PROGRESS_BAR_WIDTH = 30
 
 
 def load_registry(settings: Settings) -> Registry:
-    """The registry over the settings' models folder, device and pins."""
+    """The registry over the settings' models folder, device, pins and op threads."""
     quiet_tensorflow()
     from facedemo.registry import Registry
 
-    return Registry.load(settings.models_dir, device=settings.device, pins=settings.model_pins)
+    return Registry.from_settings(settings)
 
 
 def load_detector(settings: Settings, registry: Registry, detect: DetectMode) -> Detector | None:
