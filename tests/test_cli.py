@@ -236,10 +236,37 @@ def test_serve_flags_override_the_environment(
 ) -> None:
     settings_env.setenv("FACEDEMO_PORT", "9001")
 
-    assert cli.main(["serve", "--host", "::1", "--port", "8123", "--workers", "3"]) == 0
+    assert cli.main(["serve", "--host", "::1", "--port", "8123"]) == 0
 
     [(_, kwargs)] = uvicorn_calls
-    assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("::1", 8123, 3)
+    assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("::1", 8123, 1)
+
+
+def test_several_workers_run_under_a_supervisor_whose_status_is_the_command_s(
+    settings_env: pytest.MonkeyPatch,
+    uvicorn_calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from facedemo.cli import serve
+
+    configs: list[Any] = []
+
+    def supervise(config: Any) -> int:
+        configs.append(config)
+        return serve.EXIT_CANNOT_SERVE
+
+    monkeypatch.setattr(serve, "_run_workers", supervise)
+
+    assert cli.main(["serve", "--port", "8123", "--workers", "3"]) == serve.EXIT_CANNOT_SERVE
+
+    assert uvicorn_calls == []
+    [config] = configs
+    assert (config.app, config.factory, config.port, config.workers) == (
+        serve.APP_FACTORY,
+        True,
+        8123,
+        3,
+    )
 
 
 @pytest.mark.parametrize("flags", [["--port", "0"], ["--port", "70000"], ["--workers", "zero"]])

@@ -115,8 +115,11 @@ async def test_a_load_that_succeeds_reports_no_failure(tiny_models_dir: Path) ->
     assert failures == []
 
 
-def serve_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "facedemo.cli", "serve", "--port", str(port)]
+def serve_command(port: int, workers: int = 1) -> list[str]:
+    return [
+        *(sys.executable, "-m", "facedemo.cli", "serve"),
+        *("--port", str(port), "--workers", str(workers)),
+    ]
 
 
 def without_read_permission(models_dir: Path) -> list[str]:
@@ -132,14 +135,15 @@ def without_read_permission(models_dir: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("case", "expected"),
+    ("case", "workers", "expected"),
     [
-        ("gpu", "device 'gpu' was requested (FACEDEMO_DEVICE=gpu) but TensorFlow sees no GPU"),
-        ("unreadable", "cannot read the model bundles in"),
+        ("gpu", 1, "device 'gpu' was requested (FACEDEMO_DEVICE=gpu) but TensorFlow sees no GPU"),
+        ("unreadable", 1, "cannot read the model bundles in"),
+        ("gpu", 2, "device 'gpu' was requested (FACEDEMO_DEVICE=gpu) but TensorFlow sees no GPU"),
     ],
 )
 def test_serve_exits_non_zero_within_30_s_when_the_models_can_never_load(
-    case: str, expected: str, tmp_path: Path, tiny_models_dir: Path
+    case: str, workers: int, expected: str, tmp_path: Path, tiny_models_dir: Path
 ) -> None:
     models_dir = tmp_path / "models"
     shutil.copytree(tiny_models_dir, models_dir)
@@ -158,7 +162,7 @@ def test_serve_exits_non_zero_within_30_s_when_the_models_can_never_load(
     try:
         # The old behaviour, alive and never ready, would run into the timeout.
         server = subprocess.run(
-            [*prefix, *serve_command(free_port())],
+            [*prefix, *serve_command(free_port(), workers)],
             env=environment,
             capture_output=True,
             text=True,

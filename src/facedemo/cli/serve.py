@@ -9,13 +9,14 @@ import signal
 import sys
 from signal import SIGINT, SIGTERM
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from facedemo.cli.common import EXIT_OK, port_number, positive_int
 from facedemo.config import Settings
 from facedemo.logging_config import build_log_config
 
 if TYPE_CHECKING:
+    import uvicorn
     from fastapi import FastAPI
 
 APP_FACTORY = "facedemo.cli.serve:create_served_app"
@@ -44,30 +45,47 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     (for up to FACEDEMO_SHUTDOWN_TIMEOUT_SECONDS), runs the lifespan shutdown, and the command
     exits 0. When the models cannot be loaded the process exits with status 3 right after
     logging why (`create_served_app`); with `--workers N`, uvicorn's supervisor stops every
-    worker when one exits so, but itself exits 0 (uvicorn 0.55).
+    worker when one exits so, and the command exits 3 too (`_run_workers`).
     """
     import uvicorn
 
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": args.host or settings.host,
+        "port": args.port or settings.port,
+        "workers": args.workers,
+        "log_level": settings.log_level,
+        # uvicorn applies it in every worker process too; our access line replaces uvicorn's.
+        "log_config": build_log_config(settings),
+        "access_log": False,
+        "timeout_graceful_shutdown": settings.shutdown_timeout_seconds,
+    }
     # uvicorn re-raises the stop signal after its graceful shutdown so that the signal's default
     # action ends the process (status -15); a completed graceful shutdown is a clean exit. Before
     # uvicorn takes the signals over, the same handler just exits: nothing is in flight yet.
     previous = {stop: signal.signal(stop, _exit_cleanly) for stop in (SIGTERM, SIGINT)}
     try:
-        uvicorn.run(
-            APP_FACTORY,
-            factory=True,
-            host=args.host or settings.host,
-            port=args.port or settings.port,
-            workers=args.workers,
-            log_level=settings.log_level,
-            # uvicorn applies it in every worker process too; our access line replaces uvicorn's.
-            log_config=build_log_config(settings),
-            access_log=False,
-            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
-        )
+        if args.workers == 1:
+            uvicorn.run(APP_FACTORY, **options)
+            return EXIT_OK
+        return _run_workers(uvicorn.Config(APP_FACTORY, **options))
     finally:
         for stop, handler in previous.items():
             signal.signal(stop, handler)
+
+
+def _run_workers(config: uvicorn.Config) -> int:
+    """What `uvicorn.run` does for several workers, but with the workers' verdict as the status.
+
+    uvicorn's supervisor stops when a worker exits with EXIT_CANNOT_SERVE, yet its own process
+    then ends with 0 (uvicorn 0.55), which an orchestrator reads as a clean stop.
+    """
+    from uvicorn.supervisors import Multiprocess
+
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if any(process.exitcode == EXIT_CANNOT_SERVE for process in supervisor.processes):
+        return EXIT_CANNOT_SERVE
     return EXIT_OK
 
 
