@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +168,26 @@ def test_op_threads_on_a_running_tensorflow_are_tolerated(
         choice = select_device("auto", fake_config(0, initialised=True), op_threads=2)
     assert choice.name == "CPU:0"
     assert "could not limit TensorFlow ops to 2 CPU thread(s)" in caplog.text
+
+
+def test_the_op_threads_setting_reaches_tensorflow(tiny_models_dir: Path) -> None:
+    # A fresh process: this one's TensorFlow may be running already, with its threads fixed.
+    script = (
+        "import sys, tensorflow as tf; from pathlib import Path; "
+        "from facedemo.config import Settings; from facedemo.registry import Registry; "
+        "Registry.from_settings(Settings(models_dir=Path(sys.argv[1]), device='cpu')); "
+        "print(tf.config.threading.get_intra_op_parallelism_threads())"
+    )
+    environment = {**os.environ, "FACEDEMO_OP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_models_dir)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "1"
 
 
 def test_registry_load_fails_fast_when_gpu_demanded_without_one(

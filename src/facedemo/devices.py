@@ -69,7 +69,7 @@ def select_device(requested: str, config: Any = None, *, op_threads: int = 0) ->
     """
     config = tf.config if config is None else config
     if op_threads > 0:
-        limit_op_threads(op_threads, config)
+        _limit_op_threads(op_threads, config)
     gpus = list(config.list_physical_devices("GPU"))
     name = choose_device(requested, len(gpus))
     for gpu in gpus:
@@ -103,13 +103,12 @@ def select_device(requested: str, config: Any = None, *, op_threads: int = 0) ->
     return choice
 
 
-def limit_op_threads(threads: int, config: Any = None) -> None:
+def _limit_op_threads(threads: int, config: Any) -> None:
     """Let one TensorFlow op use at most `threads` CPU threads (TensorFlow's intra-op pool).
 
     A server runs several requests at once, so the cores are busy without splitting each op;
     split, an op costs more CPU (the models: 1.5 against 1.0 ms a face, bench/README.md).
     """
-    config = tf.config if config is None else config
     try:
         config.threading.set_intra_op_parallelism_threads(threads)
     except RuntimeError as error:  # TensorFlow already running with another value
