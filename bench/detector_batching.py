@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 from bench.photos import group_photos
+from mtcnn.network.onet import ONet
 from mtcnn.network.pnet import PNet
 from mtcnn.network.rnet import RNet
 
@@ -89,16 +90,14 @@ def pnet_pyramid(images: np.ndarray) -> Callable[[tf.Tensor], None]:
 
 
 def rnet_windows(image: np.ndarray) -> Callable[[tf.Tensor], None]:
-    """R-Net on a batch of windows (fractions y1, x1, y2, x2) of `image`."""
-    rnet = detection._network(RNet, "rnet.lz4")
+    """The detector's R-Net stage on a batch of windows (fractions y1, x1, y2, x2) of `image`."""
+    stages = detection._compile_stages(
+        detection._network(PNet, "pnet.lz4"),
+        detection._network(RNet, "rnet.lz4"),
+        detection._network(ONet, "onet.lz4"),
+    )
     pixels = tf.constant(image)
-
-    @tf.function(input_signature=[tf.TensorSpec((None, 4), tf.float32)])
-    def refine(boxes: tf.Tensor) -> tf.Tensor:
-        _, probabilities = rnet(detection._crops(pixels, boxes, detection.RNET_SIZE))
-        return probabilities
-
-    return lambda boxes: refine(boxes).numpy()
+    return lambda boxes: stages.refine(pixels, boxes)[1].numpy()
 
 
 def random_windows(count: int, seed: int = 0) -> tf.Tensor:
@@ -123,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     together = tf.constant(images)
     refine = rnet_windows(images[0])
     few, many = random_windows(REFINE_WINDOWS), random_windows(REFINE_SHARED)
-    for warm_up in (lambda: pyramid(alone[0]), lambda: pyramid(together)):
-        warm_up()
-    refine(few), refine(many)
+    pyramid(alone[0])  # warm-up: the first calls of each shape trace and tune
+    pyramid(together)
+    refine(few)
+    refine(many)
 
     count = len(images)
     print(f"{count} photos of {images.shape[2]}x{images.shape[1]} px, one thread an op, CPU ms")

@@ -230,7 +230,7 @@ def in_process(models_dir: Path, workloads: list[Workload], seconds: float) -> l
     from facedemo.registry import Registry
 
     settings = Settings(models_dir=models_dir)
-    registry = Registry.load(models_dir, device=settings.device, op_threads=settings.op_threads)
+    registry = Registry.from_settings(settings)
     pipeline = Pipeline(registry, settings, Detector.from_settings(settings, registry.device))
     rows = []
     for workload in workloads:
