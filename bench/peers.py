@@ -25,6 +25,10 @@ load falls on all of them alike, and its figures pool the rounds:
 - in-process (no server): `Pipeline.predict_images` on 32 chips or 8 photos a call, one thread,
   the models called directly: the ceiling of each workload on this machine.
 
+Beside images/s and latency, each cell has the CPU the server spent an image (in-process: the
+bench's own) and how busy the machine's cores were while it ran (bench/cpu.py): a server that
+keeps every core busy is limited by its CPU a request, one that leaves cores idle by waiting.
+
 Every figure of a run comes from that run: the machine is shared, so compare ratios, not runs.
 Exit status 1 when a server failed to start or answered anything but 200.
 """
@@ -43,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.cpu import CpuUse, cpu_sample
 from bench.load import LoadResult, Upload, face_images, multipart
 from bench.load import run as run_load
 from bench.photos import GroupPhoto, group_photos, recall
@@ -81,6 +86,8 @@ class Row:
     images_per_second: float
     result: LoadResult | None  # None in-process
     found: tuple[int, int] | None  # faces found, faces pasted
+    cpu_ms: float | None  # CPU ms an image of the server (in-process: the bench), if known
+    machine_busy: float | None  # the busy share of all cores while it ran (0..1), if known
 
     def cells(self) -> list[str]:
         """The row as table cells."""
@@ -101,12 +108,16 @@ class Row:
         if self.found is not None:
             found = f"{self.found[0]}/{self.found[1]} ({100 * self.found[0] / self.found[1]:.1f}%)"
         concurrency = "-" if result is None else str(result.concurrency)
+        cpu_ms = "-" if self.cpu_ms is None else f"{self.cpu_ms:.1f}"
+        busy = "-" if self.machine_busy is None else f"{100 * self.machine_busy:.0f}%"
         return [
             self.workload.name,
             self.server,
             concurrency,
             f"{self.images_per_second:.1f}",
             *timing[1:4],
+            cpu_ms,
+            busy,
             found,
             timing[0],
             timing[4],
@@ -179,14 +190,15 @@ def merged(results: list[LoadResult]) -> LoadResult:
 
 
 def measure_rounds(
-    servers: list[tuple[str, str, str]], workloads: list[Workload], args: argparse.Namespace
+    servers: list[tuple[str, str, str, int]], workloads: list[Workload], args: argparse.Namespace
 ) -> list[Row]:
     """Every (server, workload) cell, `args.rounds` times in turn, so that the machine's other
     load falls on all servers alike; each cell pools its rounds. `servers` are (label, base
-    URL, path), all running."""
+    URL, path, process id), all running."""
     runs: dict[tuple[str, str], list[LoadResult]] = {}
+    cpu: dict[tuple[str, str], list[CpuUse | None]] = {}
     for round_number in range(args.rounds):
-        for label, base_url, path in servers:
+        for label, base_url, path, pid in servers:
             for workload in workloads:
                 print(f"round {round_number + 1}: {label}: {workload.name} ...", flush=True)
                 params = None if path == "/upload" else {"detect": workload.detect}
@@ -201,6 +213,7 @@ def measure_rounds(
                         max_seconds=60,
                         params=params,
                     )
+                before = cpu_sample(pid)
                 result = run_load(
                     base_url,
                     path,
@@ -212,13 +225,34 @@ def measure_rounds(
                     keep_answers=keep,
                 )
                 runs.setdefault((label, workload.name), []).append(result)
+                use = CpuUse.between(before, cpu_sample(pid))
+                cpu.setdefault((label, workload.name), []).append(use)
     rows = []
-    for label, _, _ in servers:
+    for label, _, _, _ in servers:
         for workload in workloads:
             result = merged(runs[(label, workload.name)])
             found = faces_found(workload, result)
-            rows.append(Row(label, workload, result.images_per_second, result, found))
+            use = CpuUse.total(cpu[(label, workload.name)])
+            rate = result.images_per_second
+            rows.append(cpu_row(label, workload, rate, result, found, use, result.images))
     return rows
+
+
+def cpu_row(
+    label: str,
+    workload: Workload,
+    rate: float,
+    result: LoadResult | None,
+    found: tuple[int, int] | None,
+    cpu: CpuUse | None,
+    images: int,
+) -> Row:
+    """A Row with `cpu` (what the server, or the in-process bench, spent on `images`)."""
+    if cpu is None or not images:
+        return Row(label, workload, rate, result, found, None, None)
+    return Row(
+        label, workload, rate, result, found, 1000 * cpu.process_seconds / images, cpu.machine_busy
+    )
 
 
 def in_process(models_dir: Path, workloads: list[Workload], seconds: float) -> list[Row]:
@@ -239,6 +273,7 @@ def in_process(models_dir: Path, workloads: list[Workload], seconds: float) -> l
         detect = DetectMode(workload.detect)
         pipeline.predict_images(workload.images[:chunk], detect)  # warm-up
         images, found, pasted, started = 0, 0, 0, time.perf_counter()
+        before = cpu_sample(os.getpid())
         while images < len(workload.images) or time.perf_counter() - started < seconds:
             start = images % len(workload.images)
             indices = [(start + k) % len(workload.images) for k in range(chunk)]
@@ -251,7 +286,9 @@ def in_process(models_dir: Path, workloads: list[Workload], seconds: float) -> l
                     found += recall(photo, boxes)
                     pasted += len(photo.faces)
         rate = images / (time.perf_counter() - started)
-        rows.append(Row(IN_PROCESS, workload, rate, None, (found, pasted) if pasted else None))
+        use = CpuUse.between(before, cpu_sample(os.getpid()))
+        truth = (found, pasted) if pasted else None
+        rows.append(cpu_row(IN_PROCESS, workload, rate, None, truth, use, images))
     return rows
 
 
@@ -339,6 +376,8 @@ def format_report(args: argparse.Namespace, rows: list[Row], labels: dict[str, s
         "p50 ms",
         "p99 ms",
         "p99/p50",
+        "CPU ms/image",
+        "machine busy",
         "faces found",
         "requests",
         "non-200",
@@ -439,11 +478,13 @@ def main(argv: list[str] | None = None) -> int:
                 argv, environment, ready = command(port)
                 base_url = f"http://127.0.0.1:{port}"
                 try:
-                    running.enter_context(server(argv, environment, base_url + ready, log))
+                    process = running.enter_context(
+                        server(argv, environment, base_url + ready, log)
+                    )
                 except RuntimeError:
                     print(log.read_text()[-5000:], file=sys.stderr)
                     raise
-                servers.append((label, base_url, path))
+                servers.append((label, base_url, path, process.pid))
             rows += measure_rounds(servers, workloads, args)
         rows += in_process(models_dir, workloads, args.seconds)
     labels["load_after"] = _load_average()
