@@ -232,27 +232,16 @@ def measure_rounds(
         for workload in workloads:
             result = merged(runs[(label, workload.name)])
             found = faces_found(workload, result)
-            use = CpuUse.total(cpu[(label, workload.name)])
-            rate = result.images_per_second
-            rows.append(cpu_row(label, workload, rate, result, found, use, result.images))
+            use = per_image(CpuUse.total(cpu[(label, workload.name)]), result.images)
+            rows.append(Row(label, workload, result.images_per_second, result, found, *use))
     return rows
 
 
-def cpu_row(
-    label: str,
-    workload: Workload,
-    rate: float,
-    result: LoadResult | None,
-    found: tuple[int, int] | None,
-    cpu: CpuUse | None,
-    images: int,
-) -> Row:
-    """A Row with `cpu` (what the server, or the in-process bench, spent on `images`)."""
+def per_image(cpu: CpuUse | None, images: int) -> tuple[float | None, float | None]:
+    """(CPU ms an image, machine busy share) of a cell's `cpu`, or Nones where not known."""
     if cpu is None or not images:
-        return Row(label, workload, rate, result, found, None, None)
-    return Row(
-        label, workload, rate, result, found, 1000 * cpu.process_seconds / images, cpu.machine_busy
-    )
+        return None, None
+    return 1000 * cpu.process_seconds / images, cpu.machine_busy
 
 
 def in_process(models_dir: Path, workloads: list[Workload], seconds: float) -> list[Row]:
@@ -286,9 +275,9 @@ def in_process(models_dir: Path, workloads: list[Workload], seconds: float) -> l
                     found += recall(photo, boxes)
                     pasted += len(photo.faces)
         rate = images / (time.perf_counter() - started)
-        use = CpuUse.between(before, cpu_sample(os.getpid()))
+        use = per_image(CpuUse.between(before, cpu_sample(os.getpid())), images)
         truth = (found, pasted) if pasted else None
-        rows.append(cpu_row(IN_PROCESS, workload, rate, None, truth, use, images))
+        rows.append(Row(IN_PROCESS, workload, rate, None, truth, *use))
     return rows
 
 
