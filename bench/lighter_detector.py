@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench.photos import GroupPhoto, group_photos, recall
+from bench.photos import GroupPhoto, centred_on, group_photos, recall
 from PIL import Image
 
 MODEL_FILE = "data/face_detection_full_range_sparse.tflite"
@@ -114,20 +114,13 @@ def _starts(side: int, tile: int) -> list[int]:
 
 
 def score(photo: GroupPhoto, boxes: np.ndarray, stretch: float) -> tuple[int, int]:
-    """(pasted faces found, other boxes) for boxes x1, y1, x2, y2 in pixels / `stretch`."""
+    """(pasted faces found, other boxes) for rows x1, y1, x2, y2(, score) in pixels / `stretch`."""
     as_xywh = [
         (x1 * stretch, y1 * stretch, (x2 - x1) * stretch, (y2 - y1) * stretch)
         for x1, y1, x2, y2 in boxes[:, :4]
     ]
-    found = recall(photo, as_xywh)
-    on_faces = sum(
-        any(
-            fx <= x + w / 2 <= fx + fw and fy <= y + h / 2 <= fy + fh
-            for fx, fy, fw, fh in photo.faces
-        )
-        for x, y, w, h in as_xywh
-    )
-    return found, len(as_xywh) - on_faces
+    on_faces = sum(any(centred_on(face, box) for face in photo.faces) for box in as_xywh)
+    return recall(photo, as_xywh), len(as_xywh) - on_faces
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for photo in photos
     ]
-    detectors = {"MTCNN (facedemo.detection, as served)": lambda pixels: mtcnn.detect(pixels)}
+    detectors = {
+        "MTCNN (facedemo.detection, as served)": lambda pixels: np.array(
+            [detection.box for detection in mtcnn.detect(pixels)]
+        ).reshape(-1, 4)
+    }
     detectors["BlazeFace full-range, whole photo"] = blazeface.detect
     for tile in args.tiles:
         detectors[f"BlazeFace full-range, {tile}-px tiles"] = lambda pixels, tile=tile: (
@@ -174,13 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         spent = 0.0
         for photo, image in zip(photos, decoded, strict=True):
             started = time.process_time()
-            result = detect(image.pixels)
+            boxes = detect(image.pixels)
             spent += time.process_time() - started
-            boxes = (
-                np.array([d.box for d in result]).reshape(-1, 4)
-                if isinstance(result, list)
-                else result
-            )
             hits, extra = score(photo, boxes, image.width / image.pixels.shape[1])
             found, others = found + hits, others + extra
         cells = [name, f"{1000 * spent / len(photos):.1f}", f"{found}/{pasted}", str(others)]

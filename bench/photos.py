@@ -74,11 +74,14 @@ def group_photos(
 
 def recall(photo: GroupPhoto, boxes: list[tuple[float, float, float, float]]) -> int:
     """How many of the photo's faces some box (x, y, width, height) has its centre inside."""
-    found = 0
-    for fx, fy, fw, fh in photo.faces:
-        if any(fx <= x + w / 2 <= fx + fw and fy <= y + h / 2 <= fy + fh for x, y, w, h in boxes):
-            found += 1
-    return found
+    return sum(any(centred_on(face, box) for box in boxes) for face in photo.faces)
+
+
+def centred_on(face: tuple[int, int, int, int], box: tuple[float, float, float, float]) -> bool:
+    """Whether the centre of `box` (x, y, width, height) lies inside the pasted `face`."""
+    fx, fy, fw, fh = face
+    x, y, w, h = box
+    return fx <= x + w / 2 <= fx + fw and fy <= y + h / 2 <= fy + fh
 
 
 def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
