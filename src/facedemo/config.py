@@ -72,8 +72,50 @@ class Settings(BaseSettings):
     request_timeout_ms: float = Field(
         10_000,
         gt=0,
-        description="A request not decoded, or whose faces have not reached the models, by then: "
-        "503 deadline_exceeded.",
+        description="Longest time for a request's work (decoding, detection, models), from the "
+        "end of its upload; beyond, 503 deadline_exceeded.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Most open client connections of one server process; a new one beyond it "
+        "closes the connection idle longest (or, when every one is busy, is itself closed).",
+    )
+    keepalive_timeout_seconds: float = Field(
+        5.0, gt=0, description="A kept-alive connection idle this long between requests is closed."
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Longest time to receive a request's line and headers, from the connection's "
+        "start or the previous response; beyond, the connection is closed (408).",
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest time to receive a request's body once its headers are in; beyond, "
+        "408 and the connection is closed.",
+    )
+    max_header_bytes: int = Field(
+        65536, ge=1024, description="Most bytes of a request's line and headers; beyond, 431."
+    )
+    memory_budget_bytes: int = Field(
+        512 * 1024 * 1024,
+        gt=0,
+        description="Bytes that uploads being received or held, and images being decoded, may "
+        "take at once; new work beyond it gets 503 overloaded with Retry-After.",
+    )
+    max_decode_bytes: int = Field(
+        240_000_000,
+        gt=0,
+        description="Most memory one image's decoding may take, priced from its header (pixels, "
+        "bit depth, bands) before decoding; beyond, 413 image_too_expensive.",
+    )
+    heavy_decode_bytes: int = Field(
+        32 * 1024 * 1024,
+        gt=0,
+        description="Images whose decoding is priced above this are heavy: they decode in their "
+        "own threads (half the cores), so that they cannot starve cheap requests.",
     )
     log_level: LogLevel = Field("info", description="Log level of the service.")
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(

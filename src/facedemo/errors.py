@@ -6,6 +6,7 @@
     │   │   └── EmptyUpload            empty_file              400
     │   ├── UnsupportedImageFormat     unsupported_format      415
     │   ├── ImageTooLarge              image_too_large         413
+    │   ├── ImageTooExpensive          image_too_expensive     413
     │   ├── UploadTooLarge             upload_too_large        413
     │   ├── TooManyFiles               too_many_files          413
     │   ├── UnsupportedMediaType       unsupported_media_type  415
@@ -76,6 +77,15 @@ class ImageTooLarge(InputError):
 
     code = "image_too_large"
     title = "Image has too many pixels"
+    status = 413
+
+
+class ImageTooExpensive(InputError):
+    """Decoding would take more memory than the configured limit (pixels times bit depth and
+    bands, priced from the header before decoding)."""
+
+    code = "image_too_expensive"
+    title = "Image too expensive to decode"
     status = 413
 
 
