@@ -235,7 +235,7 @@ async def test_an_unexpected_error_is_a_500_problem_without_internals(
     async def explode(data: bytes, detect: object) -> None:
         raise RuntimeError("secret internal state /srv/keys")
 
-    monkeypatch.setattr(state.pipeline, "predict_image_async", explode)
+    monkeypatch.setattr(state.serving, "predict_image", explode)
     transport = httpx.ASGITransport(app=ready_app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://facedemo") as raw:
         with caplog.at_level(logging.ERROR, logger="facedemo.api.problems"):

@@ -229,7 +229,7 @@ async def test_too_many_files_is_refused_before_any_is_decoded(
     async def recording(*args: object) -> None:
         calls.append(args)
 
-    monkeypatch.setattr(state.pipeline, "predict_images_async", recording)
+    monkeypatch.setattr(state.serving, "predict_images", recording)
     ready_app.dependency_overrides[get_app_settings] = lambda: Settings(
         models_dir=tiny_models_dir, max_batch_images=2
     )
@@ -271,15 +271,15 @@ async def test_the_detect_mode_reaches_the_pipeline(
     expected: DetectMode,
 ) -> None:
     state: ServiceState = ready_app.state.service
-    assert state.pipeline is not None
-    predict_images = state.pipeline.predict_images_async
+    assert state.serving is not None
+    predict_images = state.serving.predict_images
     modes: list[DetectMode] = []
 
     async def recording(images: list[bytes], detect: DetectMode) -> list[ImagePrediction | Any]:
         modes.append(detect)
         return await predict_images(images, DetectMode.SKIP)
 
-    monkeypatch.setattr(state.pipeline, "predict_images_async", recording)
+    monkeypatch.setattr(state.serving, "predict_images", recording)
     response = await client.post("/predict/batch", params=params, files=[png(16, 16, seed=9)])
 
     assert response.status_code == 200, response.text

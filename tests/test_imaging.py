@@ -17,13 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
+from facedemo import imaging
 from facedemo.errors import (
     FacedemoError,
     ImageDecodeError,
+    ImageTooExpensive,
     ImageTooLarge,
     UnsupportedImageFormat,
 )
-from facedemo.imaging import decode_image, decode_reduced, resize_rgb
+from facedemo.imaging import decode_image, decode_reduced, price_image, resize_rgb
 
 MAX_PIXELS = 1_000_000
 RED = (255, 0, 0)
@@ -542,3 +544,123 @@ def test_decode_reduced_holds_the_whole_image_to_the_pixel_limit() -> None:
         decode_reduced(photo((1000, 600)), max_pixels=1000 * 600 - 1, longest_side=100)
     with pytest.raises(ValueError, match="longest_side"):
         decode_reduced(photo((100, 60)), max_pixels=MAX_PIXELS, longest_side=0)
+
+
+def test_decodes_run_in_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each decode waits, mid-way, for the other to get there too: with one decode at a time
+    # (a process-wide lock) the barrier breaks.
+    barrier = threading.Barrier(2, timeout=5)
+    convert = imaging._to_rgb_array
+
+    def meet_then_convert(image: Image.Image) -> np.ndarray:
+        barrier.wait()
+        return convert(image)
+
+    monkeypatch.setattr(imaging, "_to_rgb_array", meet_then_convert)
+    data = encode(two_colour_image(), "PNG")
+    failures: list[BaseException] = []
+
+    def decode() -> None:
+        try:
+            decode_image(data, max_pixels=MAX_PIXELS)
+        except BaseException as error:  # noqa: BLE001 - the thread's outcome, for the assert
+            failures.append(error)
+
+    threads = [threading.Thread(target=decode) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+
+
+def widened_scale(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """The whole-image float64 formula that the block-wise scaling must reproduce exactly."""
+    levels = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.rint((levels - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["F", "I", "I;16"])
+def test_high_bit_depth_scaling_in_blocks_is_exact(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(imaging, "_SCALE_BLOCK_PIXELS", 1000)  # many blocks, a partial last one
+    rng = np.random.default_rng(3)
+    if mode == "F":
+        values = rng.normal(5.0, 3.0, (61, 53)).astype(np.float32)
+        values[0, :3] = [np.nan, np.inf, -np.inf]
+        finite = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        expected = widened_scale(values, float(finite.min()), float(finite.max()))
+    elif mode == "I":
+        values = rng.integers(-70_000, 900_000, (61, 53), dtype=np.int32)
+        expected = widened_scale(values, float(values.min()), float(values.max()))
+    else:
+        values = rng.integers(0, 65536, (61, 53), dtype=np.uint16)
+        expected = widened_scale(values, 0.0, 65535.0)
+
+    assert np.array_equal(imaging._scale_to_uint8(values, mode), expected)
+
+
+PRICED = {
+    "rgb-jpeg": (Image.new("RGB", (300, 200), RED), "JPEG", "RGB"),
+    "grey-png": (Image.new("L", (300, 200), 90), "PNG", "L"),
+    "rgba-png": (Image.new("RGBA", (300, 200), (1, 2, 3, 4)), "PNG", "RGBA"),
+    "16-bit-png": (Image.new("I;16", (300, 200), 900), "PNG", "I;16"),
+    "float-tiff": (Image.new("F", (300, 200), 0.5), "TIFF", "F"),
+}
+
+
+@pytest.mark.parametrize(("image", "image_format", "mode"), PRICED.values(), ids=PRICED.keys())
+def test_the_price_comes_from_the_header_and_grows_with_depth_and_bands(
+    image: Image.Image, image_format: str, mode: str
+) -> None:
+    price = price_image(encode(image, image_format), max_pixels=MAX_PIXELS)
+
+    assert (price.format, price.mode, price.width, price.height) == (image_format, mode, 300, 200)
+    assert (price.decoded_width, price.decoded_height) == (300, 200)
+    rgb = price_image(encode(Image.new("RGB", (300, 200)), "PNG"), max_pixels=MAX_PIXELS)
+    if mode == "RGB":
+        assert price.decode_bytes == rgb.decode_bytes
+    elif mode in ("RGBA", "F"):
+        assert price.decode_bytes > rgb.decode_bytes
+    assert price.decode_bytes >= 300 * 200 * 3  # never below the RGB array it ends in
+
+
+def test_a_reduced_jpeg_is_priced_by_the_pixels_it_decodes() -> None:
+    data = photo((1600, 1200))
+
+    whole = price_image(data, max_pixels=MAX_PIXELS * 4)
+    reduced = price_image(data, max_pixels=MAX_PIXELS * 4, longest_side=400)
+
+    assert (reduced.width, reduced.height) == (1600, 1200)
+    assert (reduced.decoded_width, reduced.decoded_height) == (400, 300)
+    assert reduced.decode_bytes * 16 == whole.decode_bytes
+    decoded = decode_reduced(data, max_pixels=MAX_PIXELS * 4, longest_side=400)
+    assert decoded.pixels.shape[:2] == (reduced.decoded_height, reduced.decoded_width)
+
+
+def test_an_image_priced_over_the_limit_is_refused_before_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = encode(Image.new("F", (300, 200), 0.5), "TIFF")
+    price = price_image(data, max_pixels=MAX_PIXELS).decode_bytes
+    loaded: list[Image.Image] = []
+    monkeypatch.setattr(imaging, "_to_rgb_array", lambda image: loaded.append(image))
+
+    with pytest.raises(ImageTooExpensive, match=f"{price} bytes"):
+        decode_image(data, max_pixels=MAX_PIXELS, max_decode_bytes=price - 1)
+    with pytest.raises(ImageTooExpensive):
+        price_image(data, max_pixels=MAX_PIXELS, max_decode_bytes=price - 1)
+    with pytest.raises(ImageTooExpensive):
+        decode_reduced(data, max_pixels=MAX_PIXELS, longest_side=50, max_decode_bytes=price - 1)
+    assert loaded == []  # nothing reached the conversion
+
+
+def test_price_image_checks_the_header_like_decode_image() -> None:
+    with pytest.raises(ImageTooLarge):
+        price_image(photo((200, 100)), max_pixels=19_999)
+    with pytest.raises(UnsupportedImageFormat):
+        price_image(UNSUPPORTED["pdf"], max_pixels=MAX_PIXELS)
+    with pytest.raises(ImageDecodeError):
+        price_image(UNDECODABLE["text"], max_pixels=MAX_PIXELS)

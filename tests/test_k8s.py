@@ -130,3 +130,38 @@ def test_autoscaler_scales_the_deployment_on_cpu(resources: dict[str, dict[str, 
     assert metric["resource"]["name"] == "cpu"
     assert 0 < metric["resource"]["target"]["averageUtilization"] <= 100
     assert "replicas" not in deployment["spec"]
+
+
+# What the GPU image's process takes at rest: TensorFlow with CUDA and the models loaded.
+AT_REST_BYTES = 2 * 1024**3
+MEMORY_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+
+
+def memory_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity in bytes ("4Gi", "512Mi", "1048576")."""
+    for suffix, factor in MEMORY_UNITS.items():
+        if quantity.endswith(suffix):
+            return int(quantity.removesuffix(suffix)) * factor
+    return int(quantity)
+
+
+def test_the_memory_request_holds_the_budget_and_the_process_at_rest(
+    container: dict[str, Any],
+) -> None:
+    """The pod is scheduled with room for the memory budget on top of the loaded models."""
+    env = {entry["name"]: entry["value"] for entry in container["env"]}
+    budget = int(env.get("FACEDEMO_MEMORY_BUDGET_BYTES", Settings().memory_budget_bytes))
+    requested = memory_bytes(container["resources"]["requests"]["memory"])
+    limit = memory_bytes(container["resources"]["limits"]["memory"])
+    assert budget + AT_REST_BYTES <= requested <= limit
+
+
+def test_probes_wait_no_longer_than_the_service_takes_to_answer_them(
+    container: dict[str, Any],
+) -> None:
+    """A probe's connection is answered within its timeout even under a connection flood: the
+    service closes idle connections to make room, and its header deadline is longer than the
+    probe's timeout, so a probe is never cut off by it."""
+    settings = Settings()
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["timeoutSeconds"] < settings.header_timeout_seconds

@@ -148,7 +148,7 @@ async def test_an_unexpected_error_is_logged_with_its_id_and_500(
     async def explode(data: bytes, detect: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(state.pipeline, "predict_image_async", explode)
+    monkeypatch.setattr(state.serving, "predict_image", explode)
     transport = httpx.ASGITransport(app=ready_app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://facedemo") as raw:
         with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):

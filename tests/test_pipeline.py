@@ -7,23 +7,16 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import anyio
 import numpy as np
 import pytest
 from PIL import Image
 
-from facedemo.batching import BatchingPredictor
 from facedemo.config import Settings
 from facedemo.detect_mode import DetectMode
-from facedemo.errors import (
-    DeadlineExceededError,
-    ImageDecodeError,
-    ImageTooLarge,
-    OverloadedError,
-)
+from facedemo.errors import ImageDecodeError, ImageTooLarge
 from facedemo.imaging import decode_image, resize_rgb
 from facedemo.manifest import AGE_BUCKET_LABELS, CLASSIFIER_NAME, GENDER_LABELS, REGRESSOR_NAME
-from facedemo.pipeline import ImagePrediction, Pipeline
+from facedemo.pipeline import ImagePrediction, Pipeline, WorkStopped
 from facedemo.schemas import PredictResponse
 
 if TYPE_CHECKING:
@@ -158,96 +151,18 @@ def test_response_schema_carries_the_prediction(pipeline: Pipeline) -> None:
     assert face["age"]["years"] == prediction.faces[0].age.years
 
 
-# ----------------------------------------------------------------------------- async callers
+def test_locate_stops_before_detection_once_asked(pipeline: Pipeline) -> None:
+    stop = threading.Event()
+    stop.set()
+
+    with pytest.raises(WorkStopped):
+        pipeline.locate(encode(noise_image(30, 40, seed=2), "PNG"), SKIP, stop=stop)
 
 
-def faces_without_timings(prediction: ImagePrediction) -> tuple[object, ...]:
-    return (prediction.models, prediction.image, prediction.faces)
+def test_price_reads_the_header_only(pipeline: Pipeline) -> None:
+    data = encode(noise_image(30, 40, seed=3), "JPEG")
 
+    price = pipeline.price(data[:-100], SKIP)  # the pixel data cut short: still priced
 
-@pytest.mark.parametrize("batched", [False, True], ids=["registry", "batcher"])
-def test_async_prediction_answers_like_the_synchronous_one(
-    tiny_registry: Registry, tiny_models_dir: Path, batched: bool
-) -> None:
-    settings = Settings(models_dir=tiny_models_dir)
-    batcher = BatchingPredictor(tiny_registry) if batched else None
-    pipeline = Pipeline(tiny_registry, settings, batcher=batcher)
-    images = [encode(noise_image(40, 30, seed=seed), "PNG") for seed in (7, 8)]
-    if batcher is not None:
-        batcher.start()
-    try:
-        single = anyio.run(pipeline.predict_image_async, images[0], SKIP)
-        several = anyio.run(pipeline.predict_images_async, [*images, b"not an image"], SKIP)
-        expected = [pipeline.predict_image(data, SKIP) for data in images]
-    finally:
-        if batcher is not None:
-            batcher.stop()
-
-    assert faces_without_timings(single) == faces_without_timings(expected[0])
-    assert isinstance(several[0], ImagePrediction) and isinstance(several[1], ImagePrediction)
-    assert [faces_without_timings(p) for p in several[:2]] == [
-        faces_without_timings(p) for p in expected
-    ]
-    assert isinstance(several[2], ImageDecodeError)
-
-
-def test_async_prediction_raises_the_imaging_errors(pipeline: Pipeline) -> None:
-    with pytest.raises(ImageDecodeError):
-        anyio.run(pipeline.predict_image_async, b"this is not an image", SKIP)
-
-
-class HeldLocate:
-    """Stands in for `Pipeline.locate`: each call blocks its worker thread until released."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self._locate = pipeline.locate
-        self.release = threading.Event()
-        self.started = threading.Semaphore(0)
-
-    def __call__(self, data: bytes, detect: DetectMode) -> object:
-        self.started.release()
-        self.release.wait(timeout=30)
-        return self._locate(data, detect)
-
-
-@pytest.mark.parametrize("limit", ["max_queue", "request_timeout_ms"])
-def test_images_waiting_for_a_worker_thread_are_bounded_in_number_and_time(
-    tiny_registry: Registry, tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch, limit: str
-) -> None:
-    settings = Settings(
-        models_dir=tiny_models_dir,
-        max_queue=1 if limit == "max_queue" else 100,
-        request_timeout_ms=100 if limit == "request_timeout_ms" else 60_000,
-    )
-    pipeline = Pipeline(tiny_registry, settings, worker_threads=1)
-    held = HeldLocate(pipeline)
-    monkeypatch.setattr(pipeline, "locate", held)
-    image = encode(noise_image(40, 30, seed=1), "PNG")
-    outcomes: dict[str, object] = {}
-
-    async def predict(name: str) -> None:
-        try:
-            outcomes[name] = await pipeline.predict_image_async(image, SKIP)
-        except (OverloadedError, DeadlineExceededError) as error:
-            outcomes[name] = error
-
-    async def scenario() -> None:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(predict, "in the thread")
-            await anyio.to_thread.run_sync(held.started.acquire)
-            tasks.start_soon(predict, "waiting")
-            await anyio.sleep(0.05)
-            tasks.start_soon(predict, "one too many")
-            await anyio.sleep(0.3)  # past the 100 ms deadline, when that is the limit
-            held.release.set()
-
-    anyio.run(scenario)
-
-    assert isinstance(outcomes["in the thread"], ImagePrediction)
-    if limit == "max_queue":
-        assert isinstance(outcomes["waiting"], ImagePrediction)
-        refused = outcomes["one too many"]
-        assert type(refused) is OverloadedError and "1 images are waiting" in str(refused)
-    else:
-        for name in ("waiting", "one too many"):
-            assert isinstance(outcomes[name], DeadlineExceededError), outcomes[name]
+    assert (price.width, price.height) == (40, 30)
+    assert price.decode_bytes >= 40 * 30 * 3

@@ -106,10 +106,11 @@ class Settings(BaseSettings):
         "take at once; new work beyond it gets 503 overloaded with Retry-After.",
     )
     max_decode_bytes: int = Field(
-        240_000_000,
+        440_000_000,
         gt=0,
         description="Most memory one image's decoding may take, priced from its header (pixels, "
-        "bit depth, bands) before decoding; beyond, 413 image_too_expensive.",
+        "bit depth, bands) before decoding; beyond, 413 image_too_expensive. The default decodes "
+        "an 8-bit RGB image of the default pixel limit.",
     )
     heavy_decode_bytes: int = Field(
         32 * 1024 * 1024,

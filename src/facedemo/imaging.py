@@ -2,17 +2,19 @@
 
 `decode_image` turns untrusted bytes into an RGB uint8 array or raises one of the typed errors in
 `facedemo.errors`; nothing else escapes it. Only the formats in `ALLOWED_FORMATS` are ever
-parsed, the pixel limit is checked from the header before any pixel is decoded, and the bytes stay
-in memory.
+parsed, the pixel limit and the decoding's memory price (`price_image`) are checked from the header
+before any pixel is decoded, and the bytes stay in memory. Decodes run in parallel: nothing here
+holds a lock or changes process state while decoding.
 """
 
 from __future__ import annotations
 
 import io
-import threading
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -21,6 +23,7 @@ from facedemo.errors import (
     EmptyUpload,
     FacedemoError,
     ImageDecodeError,
+    ImageTooExpensive,
     ImageTooLarge,
     UnsupportedImageFormat,
 )
@@ -41,9 +44,34 @@ _REFUSED_SIGNATURES = (
 _MARKUP_PREFIXES = (b"<?xml", b"<svg", b"<!doctype svg")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
-# warnings.catch_warnings swaps process-wide filters; decoding one image at a time keeps two threads
-# from restoring each other's filters (and leaving Pillow's warnings silenced for everyone).
-_DECODE_LOCK = threading.Lock()
+# Rows of a high-bit-depth image scaled to 8 bits at a time: float64 temporaries of ~8 MB, not of
+# the whole image (three of 300 MB each for 40 MP).
+_SCALE_BLOCK_PIXELS = 1 << 20
+
+# Pillow's warnings (odd EXIF, palette quirks, its decompression-bomb warning, which the explicit
+# pixel checks below turn into ImageTooLarge) are not a caller's business. Filtered once, for the
+# process: warnings.catch_warnings around each decode swaps process-wide state, which is not
+# thread-safe and would force one decode at a time.
+warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+# Bytes a pixel of each Pillow mode takes at the peak of `_decode` (Pillow's own image, which
+# stores 3 bands in 4 bytes; `tobytes`' chunks and their join; the conversion to RGB and the
+# final array), measured with `python -m bench.decode_cost` and rounded up; modes not listed,
+# and transparent images, are converted through RGBA.
+_PEAK_BYTES_PER_PIXEL = {
+    "1": 12,
+    "L": 12,
+    "P": 12,
+    "RGB": 11,
+    "I;16": 9,
+    "I;16L": 9,
+    "I;16B": 9,
+    "I;16N": 9,
+    "I": 13,
+    "F": 13,
+}
+_TRANSPARENT_BYTES_PER_PIXEL = 20  # an RGBA copy, a white background, the composite, RGB
 
 
 class _TruncationTrackingStream(io.BytesIO):
@@ -62,18 +90,53 @@ class _TruncationTrackingStream(io.BytesIO):
         return chunk
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
+def decode_image(
+    data: bytes, *, max_pixels: int, max_decode_bytes: int | None = None
+) -> np.ndarray:
     """Decode an uploaded image into an RGB uint8 array of shape (height, width, 3).
 
     EXIF orientation is applied, multi-frame images give their first frame, transparency is
     composited on white and high bit depths are scaled (not clipped) to 0..255. Raises
     ImageDecodeError (not a readable image; its subclass EmptyUpload for zero bytes),
-    UnsupportedImageFormat (a format off the allow-list) or ImageTooLarge (more than
-    `max_pixels` pixels, checked before decoding).
+    UnsupportedImageFormat (a format off the allow-list), ImageTooLarge (more than
+    `max_pixels` pixels) or ImageTooExpensive (decoding priced above `max_decode_bytes`), the
+    last two checked from the header, before decoding.
     """
     _check_bytes(data, max_pixels)
-    with _DECODE_LOCK:
-        return _decode_guarded(data, max_pixels, None).pixels
+    return _guarded(_decode, data, max_pixels, max_decode_bytes, None).pixels
+
+
+@dataclass(frozen=True)
+class ImagePrice:
+    """What decoding an image will cost, read from its header: the decoder's own figures.
+
+    `decoded_width` x `decoded_height` are the pixels the decoder will produce (fewer than
+    `width` x `height` for a JPEG decoded at a reduced DCT scale); `decode_bytes` is the memory
+    decoding them takes at its peak, from those pixels and the mode's bit depth and bands. Only
+    the first frame of a multi-frame image is ever decoded, so the others cost nothing.
+    """
+
+    format: str
+    mode: str
+    width: int
+    height: int
+    decoded_width: int
+    decoded_height: int
+    decode_bytes: int
+
+
+def price_image(
+    data: bytes,
+    *,
+    max_pixels: int,
+    max_decode_bytes: int | None = None,
+    longest_side: int | None = None,
+) -> ImagePrice:
+    """Price decoding `data` (with `decode_reduced`'s reduction when `longest_side` is given)
+    from its header alone, with the checks and errors of `decode_image`, bar those that only a
+    full decode finds (corrupt or truncated pixel data)."""
+    _check_bytes(data, max_pixels)
+    return _guarded(_price_only, data, max_pixels, max_decode_bytes, longest_side)
 
 
 @dataclass(frozen=True)
@@ -91,19 +154,21 @@ class ReducedImage:
         return self.width / self.pixels.shape[1], self.height / self.pixels.shape[0]
 
 
-def decode_reduced(data: bytes, *, max_pixels: int, longest_side: int) -> ReducedImage:
+def decode_reduced(
+    data: bytes, *, max_pixels: int, longest_side: int, max_decode_bytes: int | None = None
+) -> ReducedImage:
     """`decode_image`, but a JPEG is decoded at the smallest of its DCT scales (1/2, 1/4, 1/8)
     that keeps its longer side at `longest_side` pixels or more (Pillow's draft mode).
 
     Decoding at a quarter of the pixels takes about a quarter of the time, and the array is
     smaller to convert, resize and crop. Other formats, and JPEGs too small to reduce, decode
-    whole. The pixel limit applies to the whole image, and the errors are decode_image's.
+    whole. The pixel limit applies to the whole image, the price to the pixels decoded, and the
+    errors are decode_image's.
     """
     if longest_side < 1:
         raise ValueError(f"longest_side must be positive, got {longest_side}")
     _check_bytes(data, max_pixels)
-    with _DECODE_LOCK:
-        return _decode_guarded(data, max_pixels, longest_side)
+    return _guarded(_decode, data, max_pixels, max_decode_bytes, longest_side)
 
 
 def _check_bytes(data: bytes, max_pixels: int) -> None:
@@ -121,58 +186,93 @@ def _check_bytes(data: bytes, max_pixels: int) -> None:
         _check_png_checksums(data)
 
 
-def _decode_guarded(data: bytes, max_pixels: int, longest_side: int | None) -> ReducedImage:
-    """`_decode` with Pillow's warnings and errors mapped; the caller holds _DECODE_LOCK."""
-    with warnings.catch_warnings():
-        # Pillow's other warnings (odd EXIF, palette quirks) are not the caller's business, but a
-        # decompression bomb must stop the decode, so that one warning becomes an exception.
-        warnings.simplefilter("ignore")
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            return _decode(data, max_pixels, longest_side)
-        except FacedemoError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            # Pillow's own process-wide guard tripped first: an outer limit, reported the same way.
-            raise ImageTooLarge("the image declares too many pixels to decode safely") from error
-        except Exception as error:
-            # Pillow's plugins answer malformed input with a wide, undocumented spread of
-            # exceptions (OSError, SyntaxError, struct.error, IndexError, ZeroDivisionError...).
-            detail = f"the upload is not a readable {_ALLOWED_NAMES} image"
-            raise ImageDecodeError(detail) from error
+Result = TypeVar("Result")
 
 
-def _decode(data: bytes, max_pixels: int, longest_side: int | None) -> ReducedImage:
-    stream = _TruncationTrackingStream(data)
-    with Image.open(stream, formats=ALLOWED_FORMATS) as image:
-        width, height = image.size
-        if width < 1 or height < 1:
-            raise ImageDecodeError("the image has no pixels")
-        if width * height > max_pixels:
-            raise ImageTooLarge(
-                f"the image is {width}x{height} = {width * height} pixels; "
-                f"the limit is {max_pixels}"
-            )
-        if (
-            longest_side is not None
-            and image.format == "JPEG"
-            and max(width, height) > longest_side
-        ):
-            # Pillow picks the smallest scale that keeps both sides at least the requested ones.
-            longest = max(width, height)
-            requested = (width * longest_side // longest, height * longest_side // longest)
-            image.draft(image.mode, (max(1, requested[0]), max(1, requested[1])))
-        stream.ran_out = False
-        image.load()  # Image.open is lazy: only a full load shows corrupt or truncated data
-        if stream.ran_out:
-            raise ImageDecodeError("the image data is truncated")
-        stored = image.size
-        # In place: exif_transpose would copy an image that needs no turn.
-        ImageOps.exif_transpose(image, in_place=True)
-        if image.size != stored:  # turned a quarter: the whole image's sides swap too
-            width, height = height, width
-        pixels = _to_rgb_array(image)
-    return ReducedImage(pixels=pixels, width=width, height=height)
+def _guarded(
+    step: Callable[[_TruncationTrackingStream, Image.Image, ImagePrice], Result],
+    data: bytes,
+    max_pixels: int,
+    max_decode_bytes: int | None,
+    longest_side: int | None,
+) -> Result:
+    """Open `data`, price it, check the limits, then `step`; Pillow's errors mapped to ours."""
+    try:
+        stream = _TruncationTrackingStream(data)
+        with Image.open(stream, formats=ALLOWED_FORMATS) as image:
+            price = _price(image, max_pixels, longest_side)
+            if max_decode_bytes is not None and price.decode_bytes > max_decode_bytes:
+                raise ImageTooExpensive(
+                    f"decoding this {price.decoded_width}x{price.decoded_height} {price.format} "
+                    f"image (mode {price.mode}) would take {price.decode_bytes} bytes of "
+                    f"memory; the limit is {max_decode_bytes}"
+                )
+            return step(stream, image, price)
+    except FacedemoError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # Pillow's own process-wide guard tripped first: an outer limit, reported the same way.
+        raise ImageTooLarge("the image declares too many pixels to decode safely") from error
+    except Exception as error:
+        # Pillow's plugins answer malformed input with a wide, undocumented spread of
+        # exceptions (OSError, SyntaxError, struct.error, IndexError, ZeroDivisionError...).
+        detail = f"the upload is not a readable {_ALLOWED_NAMES} image"
+        raise ImageDecodeError(detail) from error
+
+
+def _price(image: Image.Image, max_pixels: int, longest_side: int | None) -> ImagePrice:
+    """The price of the lazily opened `image`; sets up its JPEG reduction when asked to."""
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageDecodeError("the image has no pixels")
+    # Pillow's process-wide guard (Image.MAX_IMAGE_PIXELS) is an outer limit, applied here
+    # rather than through its warning, which the module filters.
+    limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+    if width * height > limit:
+        raise ImageTooLarge(
+            f"the image is {width}x{height} = {width * height} pixels; the limit is {limit}"
+        )
+    if longest_side is not None and image.format == "JPEG" and max(width, height) > longest_side:
+        # Pillow picks the smallest scale that keeps both sides at least the requested ones.
+        longest = max(width, height)
+        requested = (width * longest_side // longest, height * longest_side // longest)
+        image.draft(image.mode, (max(1, requested[0]), max(1, requested[1])))
+    decoded_width, decoded_height = image.size
+    if image.mode in _PEAK_BYTES_PER_PIXEL and not image.has_transparency_data:
+        per_pixel = _PEAK_BYTES_PER_PIXEL[image.mode]
+    else:
+        per_pixel = _TRANSPARENT_BYTES_PER_PIXEL
+    return ImagePrice(
+        format=str(image.format),
+        mode=image.mode,
+        width=width,
+        height=height,
+        decoded_width=decoded_width,
+        decoded_height=decoded_height,
+        decode_bytes=decoded_width * decoded_height * per_pixel,
+    )
+
+
+def _price_only(
+    stream: _TruncationTrackingStream, image: Image.Image, price: ImagePrice
+) -> ImagePrice:
+    return price
+
+
+def _decode(
+    stream: _TruncationTrackingStream, image: Image.Image, price: ImagePrice
+) -> ReducedImage:
+    width, height = price.width, price.height
+    stream.ran_out = False
+    image.load()  # Image.open is lazy: only a full load shows corrupt or truncated data
+    if stream.ran_out:
+        raise ImageDecodeError("the image data is truncated")
+    stored = image.size
+    # In place: exif_transpose would copy an image that needs no turn.
+    ImageOps.exif_transpose(image, in_place=True)
+    if image.size != stored:  # turned a quarter: the whole image's sides swap too
+        width, height = height, width
+    return ReducedImage(pixels=_to_rgb_array(image), width=width, height=height)
 
 
 def _refused_format_name(data: bytes) -> str | None:
@@ -225,14 +325,32 @@ def _scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     16-bit PNG and TIFF data read that way does; floats in 0..1 use that scale. Anything else is
     stretched from its own minimum to its maximum.
     """
-    levels = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = float(levels.min()), float(levels.max())
+    flat = values.reshape(-1)
+    blocks = [
+        slice(start, start + _SCALE_BLOCK_PIXELS)
+        for start in range(0, flat.size, _SCALE_BLOCK_PIXELS)
+    ]
+    low, high = np.inf, -np.inf
+    for block in blocks:
+        levels = _finite_levels(flat[block])
+        low, high = min(low, float(levels.min())), max(high, float(levels.max()))
     if mode in _SIXTEEN_BIT_MODES or (mode == "I" and low >= 0 and high <= 65535):
         low, high = 0.0, 65535.0
     elif mode == "F" and low >= 0 and high <= 1:
         low, high = 0.0, 1.0
     span = high - low if high > low else 1.0
-    return np.rint((levels - low) * (255.0 / span)).astype(np.uint8)
+    scaled = np.empty(flat.size, dtype=np.uint8)
+    for block in blocks:
+        levels = _finite_levels(flat[block])
+        levels -= low
+        levels *= 255.0 / span
+        scaled[block] = np.rint(levels, out=levels)
+    return scaled.reshape(values.shape)
+
+
+def _finite_levels(values: np.ndarray) -> np.ndarray:
+    """`values` as float64, NaN and infinities read as 0: a fresh array, to change in place."""
+    return np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0, copy=False)
 
 
 def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

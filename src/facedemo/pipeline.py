@@ -5,37 +5,31 @@ the whole image is one face), runs every crop through the registry in one batch 
 `FaceResult` per face. `Pipeline.predict_images` does the same for several images with one
 registry call over all their faces. Both are synchronous and CPU/GPU bound.
 
-Async callers (the API) use `predict_image_async` and `predict_images_async`: decoding and
-detection run in a worker thread (a few per core), and the wait for the models holds no thread,
-since the batcher's future is awaited on the event loop.
+The steps are public for callers that schedule them themselves (serving.py, `facedemo
+evaluate`): `price` (the header only: what decoding will cost), `locate` (decode and find the
+faces), `crops` (the models' input) and `results` (the models' output as per-face answers).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-import anyio
-import anyio.to_thread
 import numpy as np
 
 from facedemo.alignment import align_face
 from facedemo.config import Settings
 from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
-from facedemo.errors import (
-    DeadlineExceededError,
-    FacedemoError,
-    InputError,
-    OverloadedError,
-)
+from facedemo.errors import FacedemoError, InputError
 from facedemo.imaging import (
+    ImagePrice,
     ReducedImage,
     decode_image,
     decode_reduced,
+    price_image,
     resize_rgb,
 )
 from facedemo.manifest import AGE_BUCKET_LABELS, GENDER_LABELS
@@ -51,9 +45,10 @@ if TYPE_CHECKING:
 PROBABILITY_DIGITS = 4
 YEARS_DIGITS = 1
 MILLISECONDS_DIGITS = 2
-THREADS_PER_CORE = 4  # decoding and detection threads of the async calls, per CPU core
 
-Located = TypeVar("Located")
+
+class WorkStopped(Exception):
+    """`locate` was asked to stop (its caller is gone): raised between two steps of the work."""
 
 
 @dataclass(frozen=True)
@@ -189,27 +184,16 @@ class Pipeline:
         settings: Settings,
         detector: Detector | None = None,
         batcher: BatchingPredictor | None = None,
-        worker_threads: int | None = None,
     ) -> None:
         """Use `registry`'s models; `settings` gives the image limits; `detector` finds faces.
 
         Without a detector only `DetectMode.SKIP` works. With a `batcher` (over `registry`) the
-        crops go through it, to share model calls with concurrent requests. `worker_threads`
-        (default: THREADS_PER_CORE a core) decode and detect for the async calls.
+        synchronous calls share model calls with concurrent callers.
         """
         self._registry = registry
         self._settings = settings
         self._detector = detector
         self._batcher = batcher
-        # Decoding and detection threads, a few per core: detection spends most of its time in
-        # short TensorFlow ops (GIL released) that keep part of the cores busy, so one thread a
-        # core left them idle (group photos: 15 against 17.7 images/s with four a core; chips
-        # the same either way). Requests beyond them wait on the event loop, holding no thread,
-        # as many as FACEDEMO_MAX_QUEUE and as long as FACEDEMO_REQUEST_TIMEOUT_MS.
-        workers = worker_threads or THREADS_PER_CORE * (os.cpu_count() or 1)
-        self._turns = anyio.CapacityLimiter(workers)  # who may decode now; the rest wait here
-        # The threads they run in: as many, where AnyIO's default pool would stop at 40.
-        self._threads = anyio.CapacityLimiter(workers)
         self._models = [
             ModelVersion(name=name, version=manifest.version)
             for name, manifest in sorted(registry.manifests().items())
@@ -242,64 +226,43 @@ class Pipeline:
         outcomes = self._locate_each(images, detect)
         return _in_input_order(outcomes, self._predict_all(_located_only(outcomes)))
 
-    async def predict_image_async(
-        self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE
-    ) -> ImagePrediction:
-        """`predict_image` for async callers; see the module docstring for where the work runs."""
-        located = await self._in_worker(self.locate, data, detect)
-        [prediction] = await self._predict_all_async([located])
-        return prediction
+    def price(self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE) -> ImagePrice:
+        """What decoding `data` for `detect` will cost, from its header alone.
 
-    async def predict_images_async(
-        self, images: Sequence[bytes], detect: DetectMode = DEFAULT_DETECT_MODE
-    ) -> list[ImagePrediction | FacedemoError]:
-        """`predict_images` for async callers: one thread locates every image, in input order."""
-        outcomes = await self._in_worker(self._locate_each, images, detect)
-        return _in_input_order(outcomes, await self._predict_all_async(_located_only(outcomes)))
-
-    async def _in_worker(self, function: Callable[..., Located], *args: object) -> Located:
-        """`function(*args)` in a worker thread once one is free.
-
-        Raises OverloadedError when FACEDEMO_MAX_QUEUE calls wait already, and
-        DeadlineExceededError when none was free within FACEDEMO_REQUEST_TIMEOUT_MS: without
-        them, a burst of photos (which the detector, not the models, holds up) would wait
-        unbounded, their uploads in memory, never reaching the models' queue that refuses.
+        Raises the imaging errors `locate` would for a bad header, ImageTooLarge and
+        ImageTooExpensive included, without decoding a pixel.
         """
-        waiting = self._turns.statistics().tasks_waiting
-        if waiting >= self._settings.max_queue:
-            raise OverloadedError(
-                f"{waiting} images are waiting to be decoded, the limit is "
-                f"{self._settings.max_queue}; retry later"
-            )
-        timeout = self._settings.request_timeout_ms / 1000
-        with anyio.move_on_after(timeout) as waited:
-            await self._turns.acquire()
-        if waited.cancelled_caught:
-            raise DeadlineExceededError(
-                f"the request waited more than {self._settings.request_timeout_ms:.0f} ms to be "
-                "decoded; retry later"
-            )
-        try:
-            return await anyio.to_thread.run_sync(function, *args, limiter=self._threads)
-        finally:
-            self._turns.release()
+        return price_image(
+            data,
+            max_pixels=self._settings.max_image_pixels,
+            max_decode_bytes=self._settings.max_decode_bytes,
+            longest_side=self._reduced_side(detect),
+        )
 
-    def locate(self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE) -> LocatedImage:
+    def locate(
+        self,
+        data: bytes,
+        detect: DetectMode = DEFAULT_DETECT_MODE,
+        stop: threading.Event | None = None,
+    ) -> LocatedImage:
         """Decode `data` and locate its faces as `detect` says, without running the models.
 
         With `predict_located` this is `predict_image` split in two, so that a caller holding many
         images (`facedemo evaluate`) can batch the model calls; it raises the same imaging errors.
+        Once `stop` is set, WorkStopped is raised before detection instead of running it.
         """
         started = time.perf_counter()
-        max_pixels = self._settings.max_image_pixels
-        if detect is DetectMode.AUTO:
-            # The detector shrinks the image to detector_max_side, and the face crops are 64 px:
-            # a JPEG decoded at a reduced scale serves both, in a fraction of the time.
-            image = decode_reduced(
-                data, max_pixels=max_pixels, longest_side=self._settings.detector_max_side
-            )
+        limits = {
+            "max_pixels": self._settings.max_image_pixels,
+            "max_decode_bytes": self._settings.max_decode_bytes,
+        }
+        longest_side = self._reduced_side(detect)
+        if longest_side is not None:
+            image = decode_reduced(data, longest_side=longest_side, **limits)
         else:
-            image = _whole(decode_image(data, max_pixels=max_pixels))
+            image = _whole(decode_image(data, **limits))
+        if stop is not None and stop.is_set():
+            raise WorkStopped("stopped after decoding")
         decoded = time.perf_counter()
         regions = self._locate_faces(image, detect)
         located = time.perf_counter()
@@ -310,10 +273,20 @@ class Pipeline:
             detect_ms=_milliseconds(located - decoded),
         )
 
+    def _reduced_side(self, detect: DetectMode) -> int | None:
+        """The longest side a JPEG may be decoded at for `detect`; None: decode it whole."""
+        # The detector shrinks the image to detector_max_side, and the face crops are 64 px:
+        # a JPEG decoded at a reduced scale serves both, in a fraction of the time.
+        return self._settings.detector_max_side if detect is DetectMode.AUTO else None
+
     def predict_located(self, images: Sequence[LocatedImage]) -> list[list[FaceResult]]:
         """Predict every face of several located images in one registry call; a list per image."""
+        return self._faces(images, self.predict_crops(self.crops(images)))
+
+    def predict_crops(self, crops: np.ndarray) -> FacePredictions:
+        """The models' predictions for `crops`, through the batcher if there is one."""
         predictor: Registry | BatchingPredictor = self._batcher or self._registry
-        return self._faces(images, predictor.predict(self._crops(images)))
+        return predictor.predict(crops)
 
     def _locate_each(
         self, images: Sequence[bytes], detect: DetectMode
@@ -327,7 +300,7 @@ class Pipeline:
                 outcomes.append(error)
         return outcomes
 
-    def _crops(self, images: Sequence[LocatedImage]) -> np.ndarray:
+    def crops(self, images: Sequence[LocatedImage]) -> np.ndarray:
         """Every face crop of `images`, in order, as one uint8 array (n, height, width, 3)."""
         regions = [region for image in images for region in image.regions]
         if regions:
@@ -353,16 +326,15 @@ class Pipeline:
         faces_per_image = self.predict_located(images)
         return self._answers(images, faces_per_image, time.perf_counter() - started)
 
-    async def _predict_all_async(self, images: Sequence[LocatedImage]) -> list[ImagePrediction]:
-        """`_predict_all` awaiting the batcher's future (or the registry in a thread)."""
-        started = time.perf_counter()
-        crops = self._crops(images)
-        if self._batcher is not None:
-            predictions = await asyncio.wrap_future(self._batcher.submit(crops))
-        else:
-            predictions = await anyio.to_thread.run_sync(self._registry.predict, crops)
-        faces_per_image = self._faces(images, predictions)
-        return self._answers(images, faces_per_image, time.perf_counter() - started)
+    def results(
+        self,
+        images: Sequence[LocatedImage],
+        predictions: FacePredictions,
+        inference_seconds: float,
+    ) -> list[ImagePrediction]:
+        """Each image's prediction from the models' `predictions` for `crops(images)`, with the
+        one model call's `inference_seconds` as every image's inference time."""
+        return self._answers(images, self._faces(images, predictions), inference_seconds)
 
     def _answers(
         self,

@@ -13,6 +13,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from facedemo import __version__
+from facedemo.allocator import tune_allocator
 from facedemo.api.middleware import install_middleware
 from facedemo.api.problems import install_problem_handlers
 from facedemo.api.prometheus import ServiceMetrics
@@ -24,6 +25,7 @@ from facedemo.detection import Detector
 from facedemo.errors import FacedemoError
 from facedemo.pipeline import Pipeline
 from facedemo.registry import Registry
+from facedemo.serving import MemoryBudget, Serving
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +62,10 @@ def create_app(
     app.state.on_load_failure = on_load_failure
     app.state.service = ServiceState()  # "loading" until the lifespan starts the loader
     app.state.metrics = ServiceMetrics()  # per app: tests build many apps in one process
+    # One budget for request bodies (the admission middleware) and decoding (serving.py).
+    app.state.memory_budget = MemoryBudget(settings.memory_budget_bytes)
     install_problem_handlers(app)
-    install_middleware(app, settings, app.state.metrics)
+    install_middleware(app, settings, app.state.metrics, app.state.memory_budget)
     for module in (predict, batch, models, health, demo, metrics):
         app.include_router(module.router)
     app.mount(demo.STATIC_PATH, demo.static_files(), name="static")
@@ -71,14 +75,22 @@ def create_app(
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    tune_allocator()  # before the models and the first uploads are allocated
     state = ServiceState()
     app.state.service = state
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(
-            _load_models, state, settings, app.state.metrics, app.state.on_load_failure
+            _load_models,
+            state,
+            settings,
+            app.state.metrics,
+            app.state.memory_budget,
+            app.state.on_load_failure,
         )
         yield
         tasks.cancel_scope.cancel()
+    if state.serving is not None:
+        state.serving.shutdown()
     if state.batcher is not None:  # in-flight requests have finished: this only drains leftovers
         await anyio.to_thread.run_sync(state.batcher.stop, settings.shutdown_timeout_seconds)
 
@@ -87,6 +99,7 @@ async def _load_models(
     state: ServiceState,
     settings: Settings,
     service_metrics: ServiceMetrics,
+    memory_budget: MemoryBudget,
     on_load_failure: LoadFailureHandler | None,
 ) -> None:
     """Load and warm the models in a worker thread, start the batcher; record it in `state`."""
@@ -112,7 +125,8 @@ async def _load_models(
         {name: manifest.version for name, manifest in registry.manifests().items()},
         registry.device,
     )
-    state.mark_ready(registry, Pipeline(registry, settings, detector, batcher), batcher)
+    pipeline = Pipeline(registry, settings, detector, batcher)
+    state.mark_ready(registry, Serving(pipeline, settings, memory_budget, batcher), batcher)
     logger.info("ready: %s on %s", ", ".join(registry.manifests()), registry.device)
 
 

@@ -1,4 +1,4 @@
-"""Dependencies for routes, as Annotated aliases: `settings: SettingsDep`, `pipeline: PipelineDep`.
+"""Dependencies for routes, as Annotated aliases: `settings: SettingsDep`, `serving: ServingDep`.
 
 They are `async def` because they only read app state: FastAPI would run plain functions in a
 worker thread, a needless hop per request.
@@ -14,8 +14,8 @@ from facedemo.api.access_log import RequestContext, request_context
 from facedemo.api.prometheus import ServiceMetrics
 from facedemo.api.state import ServiceState
 from facedemo.config import Settings
-from facedemo.pipeline import Pipeline
 from facedemo.registry import Registry
+from facedemo.serving import Serving
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -38,9 +38,9 @@ async def get_registry(state: ServiceStateDep) -> Registry:
     return state.require_registry()
 
 
-async def get_pipeline(state: ServiceStateDep) -> Pipeline:
-    """The pipeline; NotReadyError (503) while loading or after a failed load."""
-    return state.require_pipeline()
+async def get_serving(state: ServiceStateDep) -> Serving:
+    """The serving side; NotReadyError (503) while loading or after a failed load."""
+    return state.require_serving()
 
 
 async def get_metrics(request: Request) -> ServiceMetrics:
@@ -56,6 +56,6 @@ async def get_request_context(request: Request) -> RequestContext:
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
-PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
+ServingDep = Annotated[Serving, Depends(get_serving)]
 RequestContextDep = Annotated[RequestContext, Depends(get_request_context)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]

@@ -60,7 +60,7 @@ class UploadLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limits.body_limit(scope["path"])
-        if _declared_length(scope) > limit:
+        if declared_length(scope) > limit:
             await _refuse(scope, send, limit)
             return
         guard = _BodyGuard(receive, send, limit)
@@ -121,7 +121,7 @@ def _detail(limit: int) -> str:
     return f"the request body is larger than the limit of {limit} bytes"
 
 
-def _declared_length(scope: Scope) -> int:
+def declared_length(scope: Scope) -> int:
     """The Content-Length header's value; 0 when absent or not a number (then bytes are counted)."""
     value = Headers(scope=scope).get("content-length", "")
     if not (value.isascii() and value.isdigit()):

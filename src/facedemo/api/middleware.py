@@ -5,6 +5,7 @@
     ServerErrorMiddleware    Starlette's: unhandled exceptions -> the 500 problem
     ApiKeyMiddleware         401 before anything reads the body, when keys are configured
     UploadLimitMiddleware    413 for bodies over their limit, before or while they arrive
+    MemoryAdmissionMiddleware 503 for bodies the memory budget cannot hold (api/admission.py)
     ExceptionMiddleware      Starlette's: FacedemoError and friends -> problems (api/problems.py)
     routes
 
@@ -18,23 +19,29 @@ from starlette.formparsers import MultiPartParser
 from starlette.types import ASGIApp
 
 from facedemo.api.access_log import AccessLogMiddleware
+from facedemo.api.admission import MemoryAdmissionMiddleware
 from facedemo.api.limits import UploadLimitMiddleware, UploadLimits
 from facedemo.api.prometheus import RequestMetricsMiddleware, ServiceMetrics
 from facedemo.api.security import ApiKeyMiddleware, ApiKeyPolicy, document_api_keys
 from facedemo.config import Settings
+from facedemo.serving import MemoryBudget
 
 # The one route that takes several files (api/routes/batch.py); every other path takes one.
 BATCH_PATH = "/predict/batch"
 
 
-def install_middleware(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> None:
-    """Add the stack above to `app`, configured from `settings`, counting into `metrics`."""
+def install_middleware(
+    app: FastAPI, settings: Settings, metrics: ServiceMetrics, budget: MemoryBudget
+) -> None:
+    """Add the stack above to `app`, configured from `settings`, counting into `metrics`, and
+    charging request bodies to `budget`."""
     limits = UploadLimits(settings.max_upload_bytes, {BATCH_PATH: settings.max_batch_images})
     # Uploads must never touch the disk: Starlette spools a file part to a temporary file once it
     # passes spool_max_size, so make that at least the largest body the limits let through.
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, limits.largest_body_limit)
     policy = ApiKeyPolicy.from_settings(settings)
-    app.add_middleware(UploadLimitMiddleware, limits=limits)  # added first: innermost
+    app.add_middleware(MemoryAdmissionMiddleware, budget=budget)  # added first: innermost
+    app.add_middleware(UploadLimitMiddleware, limits=limits)
     if policy.enabled:
         app.add_middleware(ApiKeyMiddleware, policy=policy)
         document_api_keys(app, policy)

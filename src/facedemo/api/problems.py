@@ -4,6 +4,8 @@
   a `Retry-After` header when the error has a `retry_after` (overloaded, deadline_exceeded).
 - `RequestValidationError` -> 422, code "validation_error", with the invalid parts in `errors`.
 - Starlette's `HTTPException` (unknown route, wrong method, ...) -> its status, type about:blank.
+- Starlette's `ClientDisconnect` (the client went away) -> 499, which only the metrics and the
+  access line see: not a server error, and no traceback.
 - Anything else -> 500, code "internal_error", logged with its traceback and never shown.
 
 Routers document these with `problem_responses(...)`, and `install_problem_handlers` moves them
@@ -21,6 +23,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from facedemo.errors import FacedemoError
 from facedemo.schemas import PROBLEM_TYPE_BASE, Problem, ValidationIssue
@@ -28,20 +32,23 @@ from facedemo.schemas import PROBLEM_TYPE_BASE, Problem, ValidationIssue
 logger = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# nginx's status for a request whose client closed the connection before the answer.
+CLIENT_CLOSED_REQUEST = 499
 
 _DESCRIPTIONS = {
     400: "The upload is not a readable image (codes image_undecodable, empty_file), or the "
     "multipart body cannot be parsed (malformed_multipart).",
     404: "No such resource; the detail names what exists.",
-    413: "Too many bytes (upload_too_large), too many pixels (image_too_large) or too many files "
-    "(too_many_files).",
+    413: "Too many bytes (upload_too_large), too many pixels (image_too_large), an image too "
+    "expensive to decode (image_too_expensive: pixels times bit depth and bands) or too many "
+    "files (too_many_files).",
     415: "The image format is not on the allow-list (unsupported_format), or the body is not "
     "multipart/form-data (unsupported_media_type).",
     422: "The request is malformed: a missing field or an invalid parameter.",
     500: "An unexpected error; it is logged, and no details are returned.",
-    503: "The models are not loaded yet, or failed to load (not_ready); or too many faces wait "
-    "for the models (overloaded) or this request waited too long (deadline_exceeded), with a "
-    "Retry-After header.",
+    503: "The models are not loaded yet, or failed to load (not_ready); or the service is full "
+    "(overloaded: its queues or its memory budget) or this request's work took too long "
+    "(deadline_exceeded), with a Retry-After header.",
 }
 
 
@@ -126,6 +133,11 @@ async def _http_exception(request: Request, error: Exception) -> ProblemResponse
     )
 
 
+async def _client_disconnected(request: Request, error: Exception) -> Response:
+    # Nobody reads this answer: it exists for the metrics' and the access line's status.
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected_error(request: Request, error: Exception) -> ProblemResponse:
     logger.error("unhandled error in %s %s", request.method, request.url.path, exc_info=error)
     return problem_response(
@@ -145,6 +157,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FacedemoError, _facedemo_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(Exception, _unexpected_error)
     app.openapi = _problem_media_type_openapi(app.openapi)  # type: ignore[method-assign]
 

@@ -8,6 +8,7 @@ from facedemo.batching import BatchingPredictor
 from facedemo.errors import NotReadyError
 from facedemo.pipeline import Pipeline
 from facedemo.registry import Registry
+from facedemo.serving import Serving
 
 
 @dataclass
@@ -15,15 +16,20 @@ class ServiceState:
     """Set by the lifespan's loader on the event loop; read by the dependencies in deps.py."""
 
     registry: Registry | None = None
-    pipeline: Pipeline | None = None
+    serving: Serving | None = None
     failure: str | None = None
     batcher: BatchingPredictor | None = None  # the pipeline's; the lifespan stops it
 
     def mark_ready(
-        self, registry: Registry, pipeline: Pipeline, batcher: BatchingPredictor | None = None
+        self, registry: Registry, serving: Serving, batcher: BatchingPredictor | None = None
     ) -> None:
         """Models are loaded and warmed: start answering predictions."""
-        self.registry, self.pipeline, self.batcher = registry, pipeline, batcher
+        self.registry, self.serving, self.batcher = registry, serving, batcher
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        """The served pipeline, once ready."""
+        return None if self.serving is None else self.serving.pipeline
 
     def mark_failed(self, reason: str) -> None:
         """Loading failed, for good: not ready, and say why (until the process ends)."""
@@ -35,11 +41,11 @@ class ServiceState:
             raise self._not_ready()
         return self.registry
 
-    def require_pipeline(self) -> Pipeline:
-        """The pipeline over the loaded registry; NotReadyError as in `require_registry`."""
-        if self.pipeline is None:
+    def require_serving(self) -> Serving:
+        """The serving side over the loaded models; NotReadyError as in `require_registry`."""
+        if self.serving is None:
             raise self._not_ready()
-        return self.pipeline
+        return self.serving
 
     def _not_ready(self) -> NotReadyError:
         if self.failure is not None:

@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
-from facedemo.api.deps import MetricsDep, PipelineDep, RequestContextDep, SettingsDep
+from facedemo.api.deps import MetricsDep, RequestContextDep, ServingDep, SettingsDep
+from facedemo.api.disconnects import cancel_on_disconnect
 from facedemo.api.problems import problem_for, problem_responses
 from facedemo.api.routes.predict import read_upload
 from facedemo.api.routing import DocumentedRoute
@@ -40,7 +41,7 @@ async def predict_batch(
         list[UploadFile],
         File(description="The images, each one a repeated multipart field `files`."),
     ],
-    pipeline: PipelineDep,
+    serving: ServingDep,
     settings: SettingsDep,
     context: RequestContextDep,
     metrics: MetricsDep,
@@ -69,7 +70,7 @@ async def predict_batch(
         except InputError as error:  # over the byte limit, ...: this file's problem only
             uploads.append(error)
     images = [upload for upload in uploads if isinstance(upload, bytes)]
-    predictions = iter(await pipeline.predict_images_async(images, detect))
+    predictions = iter(await cancel_on_disconnect(request, serving.predict_images(images, detect)))
     outcomes: list[tuple[str | None, ImagePrediction | Problem]] = []
     for file, upload in zip(files, uploads, strict=True):
         outcome = upload if isinstance(upload, FacedemoError) else next(predictions)
@@ -78,7 +79,7 @@ async def predict_batch(
         else:
             outcomes.append((file.filename, outcome))
     response = BatchPredictResponse.from_outcomes(
-        pipeline.models, outcomes, request_id=context.request_id
+        serving.pipeline.models, outcomes, request_id=context.request_id
     )
     context.faces = response.summary.faces
     metrics.observe_faces(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from facedemo.api.deps import RegistryDep
+from facedemo.api.deps import RegistryDep, ServiceStateDep
 from facedemo.api.problems import problem_responses
 from facedemo.api.routing import DocumentedRoute
+from facedemo.errors import NotReadyError
 from facedemo.schemas import DeviceInfo, Liveness, ModelRef, Readiness
 
 router = APIRouter(
@@ -24,11 +25,16 @@ async def livez() -> Liveness:
 
 
 @router.get("/readyz", response_model=Readiness, responses=problem_responses(503))
-async def readyz(registry: RegistryDep) -> Readiness:
-    """Report whether every model is loaded and warmed up.
+async def readyz(registry: RegistryDep, state: ServiceStateDep) -> Readiness:
+    """Report whether every model is loaded and warmed up, and the service keeps its deadline.
 
-    503 with the reason (still loading, or the load error) until then.
+    503 with the reason: still loading, the load error, or saturated (requests wait longer than
+    half their deadline, or one missed it in the last seconds), so that a load balancer sends
+    traffic elsewhere until the backlog is worked off.
     """
+    saturation = state.require_serving().saturation()
+    if saturation is not None:
+        raise NotReadyError(f"saturated: {saturation}")
     return Readiness(
         models=[
             ModelRef(name=name, version=manifest.version)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Query, Request, UploadFile
 
-from facedemo.api.deps import MetricsDep, PipelineDep, RequestContextDep, SettingsDep
+from facedemo.api.deps import MetricsDep, RequestContextDep, ServingDep, SettingsDep
+from facedemo.api.disconnects import cancel_on_disconnect
 from facedemo.api.problems import problem_responses
 from facedemo.api.routing import DocumentedRoute
 from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
@@ -24,10 +25,11 @@ router = APIRouter(
 @router.post("", response_model=PredictResponse)
 async def predict(
     file: Annotated[UploadFile, File(description="One image: JPEG, PNG, WebP or BMP.")],
-    pipeline: PipelineDep,
+    serving: ServingDep,
     settings: SettingsDep,
     context: RequestContextDep,
     metrics: MetricsDep,
+    request: Request,
     detect: Annotated[
         DetectMode,
         Query(description="How to find faces. `skip`: the image is one face crop, use all of it."),
@@ -40,15 +42,22 @@ async def predict(
     both probabilities. The upload is kept in memory only and dropped after the response.
     """
     data = await read_upload(file, settings.max_upload_bytes)
-    prediction = await pipeline.predict_image_async(data, detect)
+    prediction = await cancel_on_disconnect(request, serving.predict_image(data, detect))
     context.faces = len(prediction.faces)
     metrics.observe_faces([context.faces])
     return PredictResponse.from_prediction(prediction, request_id=context.request_id)
 
 
 async def read_upload(file: UploadFile, max_bytes: int) -> bytes:
-    """The upload's bytes; UploadTooLarge if there are more than `max_bytes`."""
-    data = await file.read(max_bytes + 1)
+    """The upload's bytes; UploadTooLarge if there are more than `max_bytes`.
+
+    The part is closed once read, so that the upload is not held twice (its spooled copy and
+    these bytes) while the request runs.
+    """
+    try:
+        data = await file.read(max_bytes + 1)
+    finally:
+        await file.close()
     if len(data) > max_bytes:
         raise UploadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
     return data
