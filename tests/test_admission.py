@@ -115,6 +115,37 @@ async def test_a_body_the_budget_cannot_hold_is_refused_before_it_is_read(
     assert budget.reserved_bytes == 0
 
 
+async def test_a_refused_body_is_read_off_the_connection_before_the_answer(app: FastAPI) -> None:
+    # Answering while the client still sends would reset the connection under the 503.
+    body = multipart(image_bytes("PNG", 100, 100, seed=1))
+    chunks = [body[start : start + 4096] for start in range(0, len(body), 4096)]
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+        for index, chunk in enumerate(chunks)
+    ]
+    taken: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        taken.append(len(messages))
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append({**message, "body_left": len(messages)})
+
+    length = str(len(body)).encode()
+    headers = [
+        (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
+        (b"content-length", length),
+    ]
+    await app(http_scope("/predict", headers), receive, send)
+
+    assert sent[0]["status"] == 503
+    assert sent[0]["body_left"] == 0  # every chunk was read before the answer started
+    assert app.state.memory_budget.reserved_bytes == 0
+
+
 async def test_a_chunked_body_is_charged_as_it_arrives(client: httpx.AsyncClient) -> None:
     body = multipart(image_bytes("PNG", 100, 100, seed=2))
 

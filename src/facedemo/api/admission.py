@@ -2,11 +2,15 @@
 read, so that concurrent large uploads cannot together grow the process past it.
 
 A body with a Content-Length reserves that many bytes before the application runs: when they do
-not fit, the answer is 503 `overloaded` with Retry-After and `Connection: close`, and not a byte
-of the body is read. A body without one (chunked), or one that lies, reserves as it arrives, and
-fails with the same 503 when the budget runs out. The reservation is given back once the answer
-has been sent, since the route holds the upload until then. Decoding charges the same budget
-(serving.py), so bytes and pixels in flight share one limit: FACEDEMO_MEMORY_BUDGET_BYTES.
+not fit, the answer is 503 `overloaded` with Retry-After and `Connection: close`, and the body is
+never held: it is read off the connection and dropped, chunk by chunk, before the answer goes
+out. (A server that answers and closes while the client is still sending resets the connection,
+and the client never reads the 503: "lingering close" in nginx and Apache. The connection's body
+deadline bounds the time this takes, the upload limit its bytes.) A body without a
+Content-Length (chunked), or one that lies, reserves as it arrives, and fails with the same 503,
+its rest dropped the same way, when the budget runs out. The reservation is given back once the
+answer has been sent, since the route holds the upload until then. Decoding charges the same
+budget (serving.py), so bytes and pixels in flight share one limit: FACEDEMO_MEMORY_BUDGET_BYTES.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class MemoryAdmissionMiddleware:
         try:
             reservation = self.budget.reserve(declared_length(scope), "this request's body")
         except OverloadedError as error:
+            await drop_body(receive)
             await _refuse(scope, send, error)
             return
         with reservation:
@@ -50,17 +55,30 @@ def _charging(receive: Receive, reservation: Reservation) -> Receive:
         message = await receive()
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
-            reservation.grow(received - reservation.nbytes)  # OverloadedError past the budget
+            try:
+                reservation.grow(received - reservation.nbytes)
+            except OverloadedError:
+                if message.get("more_body", False):
+                    await drop_body(receive)
+                raise
         return message
 
     return charged_receive
 
 
+async def drop_body(receive: Receive) -> None:
+    """Read the rest of the request body off the connection, holding none of it."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
 async def _refuse(scope: Scope, send: Send, error: OverloadedError) -> None:
-    async def no_body() -> Message:  # the response never reads the request body
+    async def no_body() -> Message:  # the body has been dropped already
         return {"type": "http.disconnect"}
 
-    # Connection: close, because the body is never read off the connection.
+    # Connection: close: a client that sent a body the service could not take gets a fresh start.
     response = problem_response(
         problem_for(error, instance=scope["path"]),
         headers={"Retry-After": str(error.retry_after), "Connection": "close"},

@@ -49,6 +49,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """
     import uvicorn
 
+    from facedemo.api.connections import GuardedHttpToolsProtocol
+
     options: dict[str, Any] = {
         "factory": True,
         "host": args.host or settings.host,
@@ -59,6 +61,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "log_config": build_log_config(settings),
         "access_log": False,
         "timeout_graceful_shutdown": settings.shutdown_timeout_seconds,
+        # Header and body deadlines, a header cap and a connection cap (api/connections.py); a
+        # class, which uvicorn pickles by reference into each worker process.
+        "http": GuardedHttpToolsProtocol,
+        "timeout_keep_alive": settings.keepalive_timeout_seconds,
     }
     # uvicorn re-raises the stop signal after its graceful shutdown so that the signal's default
     # action ends the process (status -15); a completed graceful shutdown is a clean exit. Before
