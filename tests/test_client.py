@@ -204,7 +204,7 @@ async def test_ready(client: AsyncClient) -> None:
     [
         (b"not an image", None, 400, "image_undecodable"),
         (b"", None, 400, "empty_file"),
-        (SVG, None, 415, "unsupported_format"),
+        (SVG, None, 415, "unsupported_image_format"),
         (image_bytes("PNG"), "sideways", 422, "validation_error"),
     ],
 )
@@ -443,7 +443,7 @@ def test_sync_client_against_a_served_instance(server: Served, tmp_path: Path) -
         assert client.model(CLASSIFIER_NAME).name == CLASSIFIER_NAME
         with pytest.raises(ClientError) as caught:
             client.predict(SVG, request_id="served-2")
-        assert (caught.value.status, caught.value.code) == (415, "unsupported_format")
+        assert (caught.value.status, caught.value.code) == (415, "unsupported_image_format")
         assert caught.value.request_id == "served-2"
     with Client(server.url, retry=FAST_RETRY) as keyless, pytest.raises(ClientError) as refused:
         keyless.models()

@@ -25,6 +25,10 @@ from tests.test_imaging import (
     cmyk_jpeg,
     encode,
     handmade_png,
+    jpeg_declaring,
+    jpeg_with_garbage,
+    noisy_image,
+    png_declaring_rows,
     png_with_bad_checksum,
     row_image,
     sixteen_bit_rgb_png,
@@ -36,6 +40,7 @@ from tests.test_imaging import (
 import facedemo.imaging
 from facedemo.api import create_app
 from facedemo.config import Settings
+from facedemo.imaging import ACCEPTED_FORMAT_NAMES
 
 pytestmark = pytest.mark.anyio
 
@@ -121,12 +126,47 @@ BAD_INPUTS = {
     "truncated-jpeg": BadInput(
         lambda: upload(truncated(encode(two_colour_image((64, 48)), "JPEG"), 0.6)),
         400,
-        "image_undecodable",
+        "image_truncated",
+    ),
+    "jpeg-1000x1000-header-over-a-few-rows": BadInput(
+        lambda: upload(jpeg_declaring((1000, 1000), encode(noisy_image((64, 16)), "JPEG"))),
+        400,
+        "image_truncated",
+    ),
+    "jpeg-cut-then-eoi": BadInput(
+        lambda: upload(truncated(encode(noisy_image(), "JPEG"), 0.5) + b"\xff\xd9"),
+        400,
+        "image_truncated",
+    ),
+    "jpeg-corrupt-entropy-coded-data": BadInput(
+        lambda: upload(jpeg_with_garbage()), 400, "image_corrupt"
     ),
     "png-with-bad-crc": BadInput(
         lambda: upload(png_with_bad_checksum(b"IDAT"), "face.png", "image/png"),
         400,
-        "image_undecodable",
+        "image_corrupt",
+    ),
+    "png-1000x1000-header-over-three-rows": BadInput(
+        lambda: upload(png_declaring_rows(3, 1000), "face.png", "image/png"),
+        400,
+        "image_truncated",
+    ),
+    "truncated-webp": BadInput(
+        lambda: upload(truncated(encode(noisy_image(), "WEBP"), 0.6), "face.webp", "image/webp"),
+        400,
+        "image_truncated",
+    ),
+    "truncated-gif-with-its-trailer": BadInput(
+        lambda: upload(
+            truncated(encode(noisy_image(), "GIF"), 0.6) + b"\x00;", "face.gif", "image/gif"
+        ),
+        400,
+        "image_truncated",
+    ),
+    "truncated-tiff": BadInput(
+        lambda: upload(truncated(encode(noisy_image(), "TIFF"), 0.6), "face.tif", "image/tiff"),
+        400,
+        "image_truncated",
     ),
     "decompression-bomb": BadInput(
         lambda: upload(handmade_png(30_000, 30_000, 1, 0, b"\x00"), "bomb.png", "image/png"),
@@ -224,11 +264,18 @@ REFUSED_FORMATS = {
     "svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
     "pdf": encode(two_colour_image(), "PDF"),
     "eps": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n",
+    # Formats Pillow opens, but that the API does not list.
+    "ico": encode(two_colour_image(), "ICO"),
+    "tga": encode(two_colour_image(), "TGA"),
+    "pcx": encode(two_colour_image(), "PCX"),
+    "ppm": encode(two_colour_image(), "PPM"),
+    "sgi": encode(two_colour_image(), "SGI"),
+    "qoi": encode(two_colour_image(), "QOI"),
 }
 
 
 @pytest.mark.parametrize("data", REFUSED_FORMATS.values(), ids=REFUSED_FORMATS.keys())
-async def test_svg_pdf_eps_are_refused_without_reaching_a_decoder(
+async def test_formats_off_the_list_are_refused_without_reaching_a_decoder(
     client: httpx.AsyncClient, data: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened: list[bytes] = []
@@ -241,7 +288,8 @@ async def test_svg_pdf_eps_are_refused_without_reaching_a_decoder(
     monkeypatch.setattr(facedemo.imaging.Image, "open", spying_open)
     response = await client.post("/predict", params=SKIP, **upload(data, "image.jpg"))
 
-    assert_problem(response, 415, "unsupported_format")
+    body = assert_problem(response, 415, "unsupported_image_format")
+    assert body["detail"].endswith(f"not an accepted image format; send {ACCEPTED_FORMAT_NAMES}")
     assert opened == []  # neither Pillow nor a delegate (Ghostscript, a rasteriser) saw it
     await assert_still_serving(client)
     assert opened  # the spy works: the good image went through it (priced, then decoded)

@@ -20,12 +20,20 @@ from PIL import Image, ImageFile
 from facedemo import imaging
 from facedemo.errors import (
     FacedemoError,
+    ImageCorrupt,
     ImageDecodeError,
     ImageTooExpensive,
     ImageTooLarge,
+    ImageTruncated,
     UnsupportedImageFormat,
 )
-from facedemo.imaging import decode_image, decode_reduced, price_image, resize_rgb
+from facedemo.imaging import (
+    ACCEPTED_FORMAT_NAMES,
+    decode_image,
+    decode_reduced,
+    price_image,
+    resize_rgb,
+)
 
 MAX_PIXELS = 1_000_000
 RED = (255, 0, 0)
@@ -51,9 +59,11 @@ def png_chunk(chunk_type: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + chunk_type + payload + struct.pack(">I", checksum)
 
 
-def handmade_png(width: int, height: int, bit_depth: int, colour_type: int, pixels: bytes) -> bytes:
+def handmade_png(
+    width: int, height: int, bit_depth: int, colour_type: int, pixels: bytes, interlace: int = 0
+) -> bytes:
     """A PNG with the given header and already-filtered scanlines, for what Pillow cannot write."""
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, interlace)
     return (
         b"\x89PNG\r\n\x1a\n"
         + png_chunk(b"IHDR", header)
@@ -366,7 +376,6 @@ UNDECODABLE = {
     "png-without-iend": encode(two_colour_image(), "PNG")[:-12],
     "png-bad-ihdr-crc": png_with_bad_checksum(b"IHDR"),
     "png-bad-idat-crc": png_with_bad_checksum(b"IDAT"),
-    "ppm-not-on-allow-list": encode(two_colour_image(), "PPM"),
 }
 
 
@@ -405,13 +414,201 @@ UNSUPPORTED = {
     "eps-binary-header": b"\xc5\xd0\xd3\xc6" + bytes(28),
     "avif": encode(two_colour_image(), "AVIF"),
     "jpeg2000": encode(two_colour_image(), "JPEG2000"),
+    # Formats Pillow opens, but off the allow-list: refused by their signature alone.
+    "ico": encode(two_colour_image(), "ICO"),
+    "tga": encode(two_colour_image(), "TGA"),
+    "pcx": encode(two_colour_image(), "PCX"),
+    "ppm": encode(two_colour_image(), "PPM"),
+    "sgi": encode(two_colour_image(), "SGI"),
+    "qoi": encode(two_colour_image(), "QOI"),
+    "dds": encode(two_colour_image(), "DDS"),
+    "xbm": encode(two_colour_image().convert("1"), "XBM"),
+    "dib": encode(two_colour_image(), "DIB"),
 }
 
 
 @pytest.mark.parametrize("data", UNSUPPORTED.values(), ids=UNSUPPORTED.keys())
-def test_formats_off_the_allow_list_are_unsupported(data: bytes) -> None:
-    with pytest.raises(UnsupportedImageFormat):
+def test_formats_off_the_allow_list_are_unsupported(
+    data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[object] = []
+    monkeypatch.setattr(imaging.Image, "open", lambda *args, **kwargs: opened.append(args))
+
+    with pytest.raises(UnsupportedImageFormat) as raised:
         decode_image(data, max_pixels=MAX_PIXELS)
+
+    assert raised.value.code == "unsupported_image_format"
+    assert raised.value.detail.endswith(f"send {ACCEPTED_FORMAT_NAMES}")
+    assert opened == []  # refused from its first bytes: no Pillow parser saw it
+
+
+@pytest.mark.parametrize(
+    ("image_format", "name"),
+    [("ICO", "ICO"), ("TGA", "TGA"), ("PCX", "PCX"), ("PPM", "PPM"), ("DIB", "DIB")],
+)
+def test_an_unsupported_format_is_named(image_format: str, name: str) -> None:
+    with pytest.raises(UnsupportedImageFormat, match=f"^{name} .*not an accepted image format"):
+        decode_image(encode(two_colour_image(), image_format), max_pixels=MAX_PIXELS)
+
+
+def test_a_tga_without_its_footer_is_still_recognised() -> None:
+    data = encode(two_colour_image(), "TGA", compression="tga_rle")
+    assert data.endswith(b"TRUEVISION-XFILE.\x00")
+
+    with pytest.raises(UnsupportedImageFormat, match="^TGA"):
+        decode_image(data[:-26], max_pixels=MAX_PIXELS)  # a TGA 1.0 file: no footer
+
+
+def jpeg_declaring(size: tuple[int, int], data: bytes) -> bytes:
+    """`data`, a baseline JPEG, with its frame header (SOF0) saying it is `size` pixels."""
+    start = data.index(b"\xff\xc0") + 5
+    return data[:start] + struct.pack(">HH", size[1], size[0]) + data[start + 4 :]
+
+
+def entropy_coded_start(data: bytes) -> int:
+    """Where a JPEG's entropy-coded data starts: past its (first) scan header."""
+    scan = data.index(b"\xff\xda")
+    return scan + 2 + int.from_bytes(data[scan + 2 : scan + 4], "big")
+
+
+def noisy_image(size: tuple[int, int] = (64, 48)) -> Image.Image:
+    """Random pixels: data that compresses poorly, so that a cut leaves rows undecoded."""
+    pixels = np.random.default_rng(11).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def jpeg_with_garbage() -> bytes:
+    data = bytearray(encode(noisy_image(), "JPEG", quality=90))
+    start = entropy_coded_start(bytes(data))
+    garbage = np.random.default_rng(5).integers(0, 255, 600, dtype=np.uint8)  # never 0xFF
+    data[start + 200 : start + 800] = garbage.tobytes()
+    return bytes(data)
+
+
+def png_declaring_rows(rows: int, of: int, width: int = 64) -> bytes:
+    """A grey PNG whose header says `of` rows over a zlib stream, complete, of `rows` rows."""
+    return handmade_png(width, of, 8, 0, (b"\x00" + bytes(range(width))) * rows)
+
+
+# Pillow decodes each of these without a word (the JPEGs and the non-interlaced PNGs even while
+# LOAD_TRUNCATED_IMAGES is False), filling what is missing with grey or black.
+SILENTLY_INCOMPLETE = {
+    "jpeg-6000x6000-header-over-a-few-rows": (
+        lambda: jpeg_declaring((6000, 6000), encode(noisy_image((64, 16)), "JPEG")),
+        ImageTruncated,
+    ),
+    "jpeg-cut-then-eoi": (
+        lambda: truncated(encode(noisy_image(), "JPEG"), 0.5) + b"\xff\xd9",
+        ImageTruncated,
+    ),
+    "progressive-jpeg-cut-then-eoi": (
+        lambda: truncated(encode(noisy_image(), "JPEG", progressive=True), 0.5) + b"\xff\xd9",
+        ImageTruncated,
+    ),
+    "jpeg-corrupt-entropy-coded-data": (jpeg_with_garbage, ImageCorrupt),
+    "png-6000x6000-header-over-three-rows": (lambda: png_declaring_rows(3, 6000), ImageTruncated),
+    "png-one-row-short": (lambda: png_declaring_rows(47, 48), ImageTruncated),
+    "interlaced-png-one-byte-short": (
+        lambda: handmade_png(5, 3, 8, 0, bytes(adam7_length(5, 3) - 1), interlace=1),
+        ImageTruncated,
+    ),
+}
+
+
+def adam7_length(width: int, height: int) -> int:
+    """The filtered bytes of an 8-bit grey Adam7 image, counted pixel by pixel."""
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2)]
+    total = 0
+    for x0, y0, dx, dy in [*passes, (0, 1, 1, 2)]:
+        columns, rows = len(range(x0, width, dx)), len(range(y0, height, dy))
+        total += rows * (1 + columns) if columns else 0
+    return total
+
+
+@pytest.mark.parametrize("load_truncated", [False, True])
+@pytest.mark.parametrize(
+    ("make", "error"), SILENTLY_INCOMPLETE.values(), ids=SILENTLY_INCOMPLETE.keys()
+)
+def test_data_that_stops_short_or_is_damaged_is_refused(
+    make: Callable[[], bytes],
+    error: type[ImageDecodeError],
+    load_truncated: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", load_truncated)
+    data = make()
+    if load_truncated:  # what the checks are for: Pillow alone takes each as it is
+        Image.open(io.BytesIO(data)).load()
+
+    with pytest.raises(error) as raised:
+        decode_image(data, max_pixels=40_000_000)
+    with pytest.raises(error):
+        decode_reduced(data, max_pixels=40_000_000, longest_side=64)
+
+    assert raised.value.code == ("image_truncated" if error is ImageTruncated else "image_corrupt")
+
+
+def test_an_interlaced_png_of_the_declared_length_decodes() -> None:
+    # The same size arithmetic as the refusal above, on the exact length: nothing refused.
+    data = handmade_png(5, 3, 8, 0, bytes(adam7_length(5, 3)), interlace=1)
+
+    assert decode_image(data, max_pixels=MAX_PIXELS).shape == (3, 5, 3)
+
+
+TRUNCATED_FILES = {
+    "jpeg": lambda: truncated(encode(noisy_image(), "JPEG"), 0.6),
+    "png": lambda: truncated(encode(noisy_image(), "PNG"), 0.6),
+    "webp": lambda: truncated(encode(noisy_image(), "WEBP"), 0.6),
+    "webp-lossless": lambda: truncated(encode(noisy_image(), "WEBP", lossless=True), 0.6),
+    "gif-with-its-trailer": lambda: truncated(encode(noisy_image(), "GIF"), 0.6) + b"\x00;",
+    "tiff": lambda: truncated(encode(noisy_image(), "TIFF"), 0.6),
+    "bmp": lambda: truncated(encode(noisy_image(), "BMP"), 0.6),
+}
+
+
+@pytest.mark.parametrize("load_truncated", [False, True])
+@pytest.mark.parametrize("make", TRUNCATED_FILES.values(), ids=TRUNCATED_FILES.keys())
+def test_a_cut_off_file_is_image_truncated(
+    make: Callable[[], bytes], load_truncated: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", load_truncated)
+
+    with pytest.raises(ImageTruncated, match="truncated"):
+        decode_image(make(), max_pixels=MAX_PIXELS)
+
+
+@pytest.mark.parametrize(
+    ("make", "mode"),
+    [
+        (lambda: encode(noisy_image(), "JPEG", progressive=True), "RGB"),
+        (lambda: encode(noisy_image().convert("L"), "JPEG"), "L"),
+        (cmyk_jpeg, "CMYK"),
+        (lambda: encode(noisy_image(), "MPO", save_all=True, append_images=[noisy_image()]), ""),
+        (lambda: encode(noisy_image(), "JPEG", restart_marker_blocks=4), "RGB"),
+    ],
+    ids=["progressive", "grey", "cmyk", "mpo", "restart-markers"],
+)
+def test_whole_jpegs_of_every_kind_pass_the_data_check(
+    make: Callable[[], bytes], mode: str
+) -> None:
+    data = make()
+
+    decoded = decode_image(data, max_pixels=MAX_PIXELS)
+
+    assert decoded.shape[2] == 3
+    assert not mode or Image.open(io.BytesIO(data)).mode == mode
+
+
+def test_a_jpeg_with_stray_bytes_between_segments_decodes_whole() -> None:
+    # Some cameras and editors leave bytes between segments; libjpeg warns and skips them, and
+    # every pixel is there, so refusing such a photo would refuse what every browser shows.
+    whole = encode(noisy_image(), "JPEG")
+    segment_end = 4 + int.from_bytes(whole[4:6], "big")  # after the APP0 segment
+    stray = whole[:segment_end] + b"\x00" * 4 + whole[segment_end:]
+
+    assert np.array_equal(
+        decode_image(stray, max_pixels=MAX_PIXELS), decode_image(whole, max_pixels=MAX_PIXELS)
+    )
 
 
 def test_concurrent_decodes_agree_and_restore_warning_filters() -> None:

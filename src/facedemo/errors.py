@@ -1,24 +1,26 @@
 """The exception tree of facedemo. `api/problems.py` is the one place that maps it to HTTP.
 
-    FacedemoError                      code                    HTTP
-    ├── InputError                     bad_input               400
-    │   ├── ImageDecodeError           image_undecodable       400
-    │   │   └── EmptyUpload            empty_file              400
-    │   ├── UnsupportedImageFormat     unsupported_format      415
-    │   ├── ImageTooLarge              image_too_large         413
-    │   ├── ImageTooExpensive          image_too_expensive     413
-    │   ├── UploadTooLarge             upload_too_large        413
-    │   ├── TooManyFiles               too_many_files          413
-    │   ├── UnsupportedMediaType       unsupported_media_type  415
-    │   └── MalformedMultipart         malformed_multipart     400
-    ├── ModelError                     model_error             500
-    │   ├── BundleError                bad_bundle              503
-    │   ├── UnknownModelError          unknown_model           404
-    │   └── DeviceUnavailableError     device_unavailable      503
-    ├── NotReadyError                  not_ready               503
-    ├── OverloadedError                overloaded              503  + Retry-After
-    │   └── DeadlineExceededError      deadline_exceeded       503  + Retry-After
-    └── AuthenticationError            unauthorized            401
+    FacedemoError                      code                     HTTP
+    ├── InputError                     bad_input                400
+    │   ├── ImageDecodeError           image_undecodable        400
+    │   │   ├── EmptyUpload            empty_file               400
+    │   │   ├── ImageTruncated         image_truncated          400
+    │   │   └── ImageCorrupt           image_corrupt            400
+    │   ├── UnsupportedImageFormat     unsupported_image_format 415
+    │   ├── ImageTooLarge              image_too_large          413
+    │   ├── ImageTooExpensive          image_too_expensive      413
+    │   ├── UploadTooLarge             upload_too_large         413
+    │   ├── TooManyFiles               too_many_files           413
+    │   ├── UnsupportedMediaType       unsupported_media_type   415
+    │   └── MalformedMultipart         malformed_multipart      400
+    ├── ModelError                     model_error              500
+    │   ├── BundleError                bad_bundle               503
+    │   ├── UnknownModelError          unknown_model            404
+    │   └── DeviceUnavailableError     device_unavailable       503
+    ├── NotReadyError                  not_ready                503
+    ├── OverloadedError                overloaded               503  + Retry-After
+    │   └── DeadlineExceededError      deadline_exceeded        503  + Retry-After
+    └── AuthenticationError            unauthorized             401
 
 Each class carries a stable `code` (clients branch on it), a `title` and the HTTP `status`; an
 error with a `retry_after` (seconds) is answered with a `Retry-After` header.
@@ -64,10 +66,24 @@ class EmptyUpload(ImageDecodeError):
     title = "Empty upload"
 
 
-class UnsupportedImageFormat(InputError):
-    """A real format, but not one on the allow-list (SVG, PDF, EPS, ...)."""
+class ImageTruncated(ImageDecodeError):
+    """The image's data stops before all of its pixels (a cut-off upload): nothing to predict on."""
 
-    code = "unsupported_format"
+    code = "image_truncated"
+    title = "Image data is truncated"
+
+
+class ImageCorrupt(ImageDecodeError):
+    """The image's compressed data is damaged (a checksum or the entropy-coded data is wrong)."""
+
+    code = "image_corrupt"
+    title = "Image data is corrupt"
+
+
+class UnsupportedImageFormat(InputError):
+    """A real format, but not one on the allow-list (SVG, PDF, EPS, ICO, TGA, PCX, ...)."""
+
+    code = "unsupported_image_format"
     title = "Unsupported image format"
     status = 415
 

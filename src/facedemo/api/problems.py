@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from facedemo.errors import FacedemoError
+from facedemo.imaging import ACCEPTED_FORMAT_NAMES
 from facedemo.schemas import PROBLEM_TYPE_BASE, Problem, ValidationIssue
 
 logger = logging.getLogger(__name__)
@@ -36,15 +37,18 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 CLIENT_CLOSED_REQUEST = 499
 
 _DESCRIPTIONS = {
-    400: "The upload is not a readable image (codes image_undecodable, empty_file), or the "
+    400: "The upload is not a readable image (codes image_undecodable, empty_file; "
+    "image_truncated when its data stops before the last pixel, image_corrupt when the data is "
+    "damaged), or the "
     "multipart body cannot be parsed (malformed_multipart).",
     404: "No such resource; the detail names what exists.",
     413: "Too many bytes (upload_too_large), too many pixels (image_too_large), an image too "
     "expensive to decode (image_too_expensive: pixels times bit depth and bands) or too many "
     "files (too_many_files).",
-    415: "The image format is not on the allow-list (unsupported_format), or the body is not "
-    "multipart/form-data (unsupported_media_type).",
-    422: "The request is malformed: a missing field or an invalid parameter.",
+    415: f"The image is not in an accepted format ({ACCEPTED_FORMAT_NAMES}; "
+    "unsupported_image_format), or the body is not multipart/form-data (unsupported_media_type).",
+    422: "The request is malformed: a missing field, an invalid parameter, or a query parameter "
+    "the route does not take (the detail names those it does).",
     500: "An unexpected error; it is logged, and no details are returned.",
     503: "The models are not loaded yet, or failed to load (not_ready); or the service is full "
     "(overloaded: its queues or its memory budget) or this request's work took too long "
