@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import socket
 import threading
 import time
@@ -23,11 +22,14 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from tests.browser import DEMO_PAGE_READY, BrowserMissing, chromium, load, read_logs
 
 from facedemo.api import create_app
 from facedemo.api.problems import PROBLEM_MEDIA_TYPE
 from facedemo.api.routes.demo import STATIC_DIR
+from facedemo.api.uploads import IMAGE_MEDIA_TYPES
 from facedemo.config import Settings
+from facedemo.imaging import ACCEPTED_FORMAT_NAMES
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -58,8 +60,11 @@ class LinkParser(HTMLParser):
 
 
 @contextmanager
-def serving(settings: Settings) -> Iterator[str]:
-    """A real uvicorn server for `settings` on a free local port, models loaded; its base URL."""
+def serving(settings: Settings, *, ready: bool = True) -> Iterator[str]:
+    """A real uvicorn server for `settings` on a free local port; its base URL.
+
+    With `ready`, once its models are loaded; else once it listens (the pages need no models).
+    """
     import uvicorn
 
     app = create_app(settings)
@@ -75,6 +80,8 @@ def serving(settings: Settings) -> Iterator[str]:
     try:
         deadline = time.monotonic() + 120
         while True:
+            if server.started and not ready:
+                break
             if server.started:
                 try:
                     if httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200:
@@ -113,6 +120,25 @@ def test_root_serves_the_page_with_its_script_style_and_docs_link(live_server: s
     assert f"{live_server}/docs" in [urljoin(base, href) for href in page.anchors]
     # Offline: nothing is fetched from another host.
     assert "http://" not in response.text and "https://" not in response.text
+
+
+def test_the_page_has_a_policy_that_allows_only_its_own_files(live_server: str) -> None:
+    response = httpx.get(f"{live_server}/")
+
+    policy = dict(
+        directive.strip().split(" ", 1)
+        for directive in response.headers["content-security-policy"].split(";")
+    )
+    assert policy["default-src"] == "'none'"
+    for directive in ("script-src", "style-src", "connect-src", "img-src"):
+        assert policy[directive] == "'self'", directive
+    assert policy["frame-ancestors"] == "'none'"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    # The page names its icon: without one, the browser's /favicon.ico is a 404 in the console.
+    assert '<link rel="icon" href="static/favicon.svg"' in response.text
+    icon = httpx.get(f"{live_server}/static/favicon.svg")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"].startswith("image/svg+xml")
 
 
 @pytest.mark.parametrize(
@@ -155,33 +181,11 @@ def test_the_page_is_not_in_the_openapi_document(live_server: str) -> None:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     """Headless Chromium through chromedriver, with a fresh profile; skips when not installed."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    chromedriver = shutil.which("chromedriver")
-    if chromium is None or chromedriver is None:
-        pytest.skip("chromium or chromedriver is not installed (apt-get install chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1100,1400",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        options.add_argument(flag)
-    # An explicit driver path: Selenium Manager would otherwise try to download one.
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(chromedriver))
-    driver.set_page_load_timeout(BROWSER_TIMEOUT_S)
     try:
-        yield driver
-    finally:
-        driver.quit()
+        with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+            yield driver
+    except BrowserMissing as missing:
+        pytest.skip(str(missing))
 
 
 def gradient_photo(path: Path) -> np.ndarray:
@@ -279,6 +283,32 @@ def test_the_page_draws_a_box_and_label_for_each_face(
     assert screenshot.read_bytes().startswith(b"\x89PNG")
 
 
+def test_the_page_works_under_its_policy_and_asks_only_this_server(
+    browser: WebDriver, live_server: str, tmp_path: Path
+) -> None:
+    photo = tmp_path / "photo.png"
+    gradient_photo(photo)
+
+    loaded = load(browser, f"{live_server}/?detect=skip", DEMO_PAGE_READY)
+    state = upload_and_wait(browser, photo)
+    used = read_logs(browser)
+
+    assert state == "done"
+    # A CSP refusal (script, style, fetch, image) would be a console error.
+    assert loaded.console_errors == used.console_errors == ()
+    requests = loaded.requests + used.requests
+    assert all(url.startswith(f"{live_server}/") for url in requests), requests
+    assert f"{live_server}/predict?detect=skip" in requests
+    # And the policy is in force, not only sent: an injected inline script does not run.
+    ran = browser.execute_script(
+        "const probe = document.createElement('script');"
+        "probe.textContent = 'document.body.dataset.injected = \"ran\"';"
+        "document.head.appendChild(probe);"
+        "return document.body.dataset.injected === 'ran';"
+    )
+    assert ran is False
+
+
 def test_the_page_shows_a_problem_readably(
     browser: WebDriver, live_server: str, tmp_path: Path
 ) -> None:
@@ -332,3 +362,11 @@ def test_the_page_asks_for_an_api_key_when_the_server_needs_one(
 
     assert browser.find_element(By.ID, "photo").get_attribute("data-boxes") == "1"
     assert not browser.find_element(By.ID, "error").is_displayed()
+
+
+def test_the_page_names_and_picks_the_formats_the_service_accepts() -> None:
+    # The page is a static file: this keeps its hint and file picker to imaging's one list.
+    page = (STATIC_DIR / "index.html").read_text()
+
+    assert f'<span class="hint">{ACCEPTED_FORMAT_NAMES}</span>' in page
+    assert f'accept="{",".join(IMAGE_MEDIA_TYPES)}"' in page

@@ -1,5 +1,6 @@
 """`install_middleware`: the service's middleware stack, outermost first.
 
+    SecurityHeadersMiddleware nosniff, CSP, no framing or referrer, Cache-Control (api/headers.py)
     AccessLogMiddleware      request id and one access line, for every answer (500s included)
     RequestMetricsMiddleware Prometheus request counts and latencies (api/prometheus.py)
     ServerErrorMiddleware    Starlette's: unhandled exceptions -> the 500 problem
@@ -20,8 +21,10 @@ from starlette.types import ASGIApp
 
 from facedemo.api.access_log import AccessLogMiddleware
 from facedemo.api.admission import MemoryAdmissionMiddleware
+from facedemo.api.headers import SecurityHeadersMiddleware
 from facedemo.api.limits import UploadLimitMiddleware, UploadLimits
 from facedemo.api.prometheus import RequestMetricsMiddleware, ServiceMetrics
+from facedemo.api.routes.demo import STATIC_PATH
 from facedemo.api.security import ApiKeyMiddleware, ApiKeyPolicy, document_api_keys
 from facedemo.config import Settings
 from facedemo.serving import MemoryBudget
@@ -49,6 +52,7 @@ def install_middleware(
     build_stack = app.build_middleware_stack
 
     def build_logged_stack() -> ASGIApp:
-        return AccessLogMiddleware(RequestMetricsMiddleware(build_stack(), metrics=metrics))
+        logged = AccessLogMiddleware(RequestMetricsMiddleware(build_stack(), metrics=metrics))
+        return SecurityHeadersMiddleware(logged, static_prefix=STATIC_PATH + "/")
 
     app.build_middleware_stack = build_logged_stack  # type: ignore[method-assign]
