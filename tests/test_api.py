@@ -192,13 +192,13 @@ async def test_predict_with_text_is_an_undecodable_image(client: httpx.AsyncClie
     assert "salary" not in response.text
 
 
-async def test_predict_with_a_pdf_is_an_unsupported_format(client: httpx.AsyncClient) -> None:
+async def test_predict_with_a_pdf_is_an_unsupported_image_format(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/predict",
         files={"file": ("doc.pdf", b"%PDF-1.7\n%\xe2\xe3\n1 0 obj\n", "application/pdf")},
     )
 
-    assert_problem(response, 415, "unsupported_format")
+    assert_problem(response, 415, "unsupported_image_format")
 
 
 async def test_predict_refuses_an_upload_over_the_byte_limit(
@@ -220,7 +220,7 @@ async def test_predict_refuses_an_upload_over_the_byte_limit(
     body = assert_problem(too_big, 413, "upload_too_large")
     assert str(limit) in body["detail"]
     # At the limit the bytes are read and judged as an image (here a truncated PNG).
-    assert_problem(just_fits, 400, "image_undecodable")
+    assert_problem(just_fits, 400, "image_truncated")
     assert (await client.post("/predict", files={"file": ("f.png", data, "image/png")})).is_success
 
 
@@ -400,7 +400,7 @@ async def test_docs_page_is_served(client: httpx.AsyncClient) -> None:
 ERROR_CASES = [
     (InputError("bad"), 400, "bad_input"),
     (ImageDecodeError("bad"), 400, "image_undecodable"),
-    (UnsupportedImageFormat("svg"), 415, "unsupported_format"),
+    (UnsupportedImageFormat("svg"), 415, "unsupported_image_format"),
     (ImageTooLarge("big"), 413, "image_too_large"),
     (UploadTooLarge("big"), 413, "upload_too_large"),
     (ModelError("broken"), 500, "model_error"),
@@ -437,3 +437,86 @@ async def test_every_error_class_maps_to_its_problem(
         "instance": "/fail",
         "code": code,
     }
+
+
+# ----------------------------------------------------------------------------- request hygiene
+
+
+async def test_an_unknown_query_parameter_is_a_validation_problem_naming_the_known_ones(
+    client: httpx.AsyncClient,
+) -> None:
+    typo = await client.post(
+        "/predict", params={"detct": "skip"}, files={"file": ("a.png", image_bytes("PNG"))}
+    )
+    on_a_route_without_parameters = await client.get("/livez", params={"verbose": "1"})
+
+    body = assert_problem(typo, 422, "validation_error")
+    assert [issue["loc"] for issue in body["errors"]] == [["query", "detct"]]
+    assert "known: detect" in body["detail"]
+    body = assert_problem(on_a_route_without_parameters, 422, "validation_error")
+    assert "takes no query parameters" in body["detail"]
+    assert (await client.get("/livez")).status_code == 200
+
+
+BOUNDARY = "facedemo-boundary"
+PART_HEAD = (
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+    "Content-Type: image/png\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [b"", f"\r\n--{BOUNDARY}\r\n".encode()],
+    ids=["cut-off-inside-the-part", "a-delimiter-but-no-close-delimiter"],
+)
+async def test_a_multipart_body_without_its_closing_boundary_is_malformed(
+    client: httpx.AsyncClient, ending: bytes
+) -> None:
+    response = await client.post(
+        "/predict",
+        params={"detect": "skip"},
+        content=PART_HEAD.encode() + image_bytes("PNG") + ending,
+        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+
+    assert "closing boundary" in assert_problem(response, 400, "malformed_multipart")["detail"]
+
+
+async def test_a_closed_multipart_body_with_an_epilogue_is_predicted(
+    client: httpx.AsyncClient,
+) -> None:
+    closed = PART_HEAD.encode() + image_bytes("PNG") + f"\r\n--{BOUNDARY}--\r\n".encode()
+    response = await client.post(
+        "/predict",
+        params={"detect": "skip"},
+        content=closed + b"an epilogue, which RFC 2046 lets a sender add",
+        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+
+    assert response.status_code == 200, response.text
+
+
+def test_the_request_schemas_state_what_the_upload_routes_enforce() -> None:
+    document = create_app(Settings(max_batch_images=3)).openapi()
+    schemas = document["components"]["schemas"]
+    paths = document["paths"]
+
+    assert schemas["Body_predict"]["properties"]["file"]["minLength"] == 1
+    files = schemas["Body_predict_batch"]["properties"]["files"]
+    assert (files["minItems"], files["maxItems"]) == (1, 3)
+    assert "minLength" not in files["items"]  # a batch answers an empty file in its own item
+    for path, field in (("/predict", "file"), ("/predict/batch", "files")):
+        form = paths[path]["post"]["requestBody"]["content"]["multipart/form-data"]
+        accepted = form["encoding"][field]["contentType"].split(", ")
+        assert accepted == [
+            "image/jpeg",
+            "image/png",
+            "image/webp",
+            "image/bmp",
+            "image/gif",
+            "image/tiff",
+        ]
+    for path, item in paths.items():
+        for method, operation in item.items():
+            assert "422" in operation["responses"], (method, path)  # unknown query parameters

@@ -93,7 +93,7 @@ async def test_items_keep_upload_order_and_bad_files_fail_alone(client: httpx.As
     assert undecodable["title"] == ImageDecodeError.title
     assert undecodable["detail"] and "salary" not in undecodable["detail"]
     assert undecodable["instance"] == "/predict/batch"
-    assert (unsupported["status"], unsupported["code"]) == (415, "unsupported_format")
+    assert (unsupported["status"], unsupported["code"]) == (415, "unsupported_image_format")
     assert unsupported["title"] == UnsupportedImageFormat.title
     assert body["summary"]["images"] == {"ok": 3, "failed": 2}
     assert body["summary"]["faces"] == 3
@@ -167,7 +167,7 @@ async def test_a_batch_of_only_bad_files_is_answered_with_an_empty_summary(
 
     assert [item["error"]["code"] for item in body["items"]] == [
         "image_undecodable",
-        "unsupported_format",
+        "unsupported_image_format",
     ]
     assert body["summary"] == {
         "faces": 0,

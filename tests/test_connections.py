@@ -275,6 +275,54 @@ def test_headers_over_max_header_bytes_get_431(
     assert body["code"] == "request_header_fields_too_large"
 
 
+def test_a_megabyte_of_headers_gets_431_at_the_default_limit_without_being_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limits = ConnectionLimits(100, 30.0, 30.0, Settings().max_header_bytes)
+    megabyte = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n"
+    with running(monkeypatch, limits) as served, served.connect() as sock:
+        sent = 0
+        while sent < len(megabyte) and not select.select([sock], [], [], 0)[0]:
+            try:
+                sent += sock.send(megabyte[sent : sent + 65536])
+            except OSError:  # closed after its answer: the rest is not read
+                break
+        received, closed_at = read_until_closed(sock)
+
+    assert closed_at is not None
+    status, _, body = problem(received)
+    assert (status, body["code"]) == (431, "request_header_fields_too_large")
+    assert "65536 bytes" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+    ids=["request-line", "header-name", "chunk-size"],
+)
+def test_what_cannot_be_parsed_gets_a_400_problem_with_the_security_headers(
+    monkeypatch: pytest.MonkeyPatch, request_bytes: bytes
+) -> None:
+    with running(monkeypatch) as served, served.connect() as sock:
+        sock.sendall(request_bytes)
+        received, closed_at = read_until_closed(sock)
+
+    assert closed_at is not None
+    status, headers, body = problem(received)
+    assert (status, headers["content-type"], body["code"]) == (
+        400,
+        "application/problem+json",
+        "bad_request",
+    )
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["content-security-policy"].startswith("default-src 'none'")
+    assert headers["cache-control"] == "no-store"
+
+
 def test_a_body_in_the_same_send_as_small_headers_is_not_counted_as_headers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -400,7 +448,10 @@ def uvicorn_runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any
     monkeypatch.setenv("FACEDEMO_KEEPALIVE_TIMEOUT_SECONDS", "7.5")
     get_settings.cache_clear()
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    from facedemo.cli import serve
+
+    # `facedemo serve`'s one server process, not started: the options of its uvicorn config.
+    monkeypatch.setattr(serve, "_run_server", lambda config: calls.append(vars(config)) or 0)
     yield calls
     get_settings.cache_clear()
 

@@ -1,9 +1,14 @@
-"""Property-based run over the OpenAPI document: no 5xx, every answer as documented.
+"""Property-based run over the OpenAPI document, with every check schemathesis has.
 
 schemathesis generates requests for every operation from the served /openapi.json (valid ones
 and, in its negative mode, deliberately invalid ones), sends them in-process to the ASGI app with
-its lifespan running and the tiny models loaded, and checks each response: never a server error,
-a documented status code and content type, and a body that matches the documented schema.
+its lifespan running and the tiny models loaded, and runs all its checks on each response: never
+a server error, a documented status code, content type, headers and body, and (the contract of
+issue 39) a schema-valid request accepted and a schema-violating one refused, so that the request
+schemas state exactly what the service enforces. The configuration is the repository's
+schemathesis.toml, the same as `schemathesis run URL/openapi.json --checks all` reads: its hooks
+(tests/schemathesis_hooks.py) make schema-valid uploads real images, and it counts 413 (more files
+than a batch's maxItems) as a refusal.
 """
 
 from __future__ import annotations
@@ -14,32 +19,26 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+import tests.schemathesis_hooks  # noqa: F401  (registers the hooks, as the config names them)
 from anyio.from_thread import start_blocking_portal
 from asgi_lifespan import LifespanManager
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import CHECKS, load_all_checks
+from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from facedemo.api import create_app
 from facedemo.config import Settings
 
 MAX_EXAMPLES = 25  # per operation and generation mode: bounded, so the suite stays quick
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-]
+CONFIG = SchemathesisConfig.from_path(Path(__file__).parents[1] / "schemathesis.toml")
 
+load_all_checks()
+ALL_CHECKS = list(CHECKS.get_all())
 
 # The document does not depend on the models, so any instance of the app can provide it; the
 # requests go to the fixture's app, whose lifespan has loaded the tiny models.
-schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
+schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi(), config=CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -75,4 +74,12 @@ def session(tiny_models_dir: Path) -> Iterator[asgi.ASGIClient]:
 def test_every_operation_answers_as_documented(
     case: schemathesis.Case, session: asgi.ASGIClient
 ) -> None:
-    case.call_and_validate(session=session, base_url=session.base_url, checks=CHECKS)
+    case.call_and_validate(session=session, base_url=session.base_url, checks=ALL_CHECKS)
+
+
+def test_the_run_uses_every_check_and_the_repository_configuration() -> None:
+    names = {check.__name__ for check in ALL_CHECKS}
+
+    assert {"positive_data_acceptance", "negative_data_rejection", "unsupported_method"} <= names
+    assert {"missing_required_header", "use_after_free", "ensure_resource_availability"} <= names
+    assert "413" in CONFIG.projects.default.checks.negative_data_rejection.expected_statuses

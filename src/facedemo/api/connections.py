@@ -19,6 +19,9 @@ shut everyone else out. This subclass, passed as `uvicorn.run(..., http=GuardedH
   the connection is closed. Time when the server itself stopped reading (the application has not
   taken the body yet) does not count against the client.
 - header size (`max_header_bytes`): more bytes before the headers' end get 431 and a close.
+- protocol errors: what httptools cannot parse gets 400 problem+json (uvicorn answers
+  text/plain) and a close. Every answer written here carries the security headers of
+  api/headers.py, since none passes through the application.
 - connection cap (`max_connections`, lowered to the process's descriptor limit less
   `DESCRIPTOR_RESERVE`): a connection arriving at the cap closes the one idle longest (no request
   being answered on it: silent, kept alive between requests, or still sending its headers); when
@@ -47,6 +50,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from facedemo.api.headers import API_CACHE_CONTROL, API_POLICY, BASELINE_HEADERS
 from facedemo.config import Settings, get_settings
 from facedemo.errors import OverloadedError
 from facedemo.schemas import PROBLEM_TYPE_BASE, Problem
@@ -60,6 +64,16 @@ DESCRIPTOR_RESERVE = 64
 REPORT_INTERVAL_SECONDS = 1.0
 
 Phase = Literal["headers", "body"]
+
+# The answers written here never pass through the application's middleware: the same headers.
+_SECURITY_HEADERS = tuple(
+    (name.lower().encode(), value.encode())
+    for name, value in {
+        **BASELINE_HEADERS,
+        "Content-Security-Policy": API_POLICY,
+        "Cache-Control": API_CACHE_CONTROL,
+    }.items()
+)
 
 
 @dataclass(frozen=True)
@@ -190,6 +204,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_deadline()
         super().handle_websocket_upgrade()
 
+    def send_400_response(self, msg: str) -> None:
+        """What httptools cannot parse (request line, header syntax, chunk sizes, URL): a 400
+        problem+json, where uvicorn would answer text/plain, unless an answer is half-written."""
+        cycle = self.cycle
+        answer = cycle is None or cycle.response_complete or not cycle.response_started
+        detail = "the request is not valid HTTP/1.1 and could not be parsed"
+        self._close("unparsable request", 400, None, detail, answer=answer)
+
     # ------------------------------------------------------------------------------ deadlines
 
     def _arm(self, phase: Phase) -> None:
@@ -287,6 +309,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         body = _problem_body(status, code, detail, instance)
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
+            head.append(name + b": " + value + b"\r\n")
+        for name, value in _SECURITY_HEADERS:
             head.append(name + b": " + value + b"\r\n")
         head.append(b"content-type: application/problem+json\r\n")
         head.append(b"content-length: %d\r\n" % len(body))

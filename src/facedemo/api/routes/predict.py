@@ -12,6 +12,7 @@ from facedemo.api.problems import problem_responses
 from facedemo.api.routing import DocumentedRoute
 from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
 from facedemo.errors import UploadTooLarge
+from facedemo.imaging import ACCEPTED_FORMAT_NAMES
 from facedemo.schemas import PredictResponse
 
 router = APIRouter(
@@ -24,7 +25,7 @@ router = APIRouter(
 
 @router.post("", response_model=PredictResponse)
 async def predict(
-    file: Annotated[UploadFile, File(description="One image: JPEG, PNG, WebP or BMP.")],
+    file: Annotated[UploadFile, File(description=f"One image: {ACCEPTED_FORMAT_NAMES}.")],
     serving: ServingDep,
     settings: SettingsDep,
     context: RequestContextDep,
