@@ -9,12 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import ValidationError
 from tests.test_api import assert_problem, image_bytes, running, settled_readiness
 
 import facedemo.api.security
 from facedemo.api import create_app
 from facedemo.api.security import ApiKeyPolicy
-from facedemo.config import Settings
+from facedemo.config import Settings, describe_invalid_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -183,6 +184,23 @@ def test_keys_come_from_a_comma_separated_variable(monkeypatch: pytest.MonkeyPat
     assert KEYS[0] not in repr(settings) and KEYS[0] not in str(settings.model_dump())
     monkeypatch.setenv("FACEDEMO_API_KEYS", "")
     assert Settings().api_keys == ()
+
+
+@pytest.mark.parametrize("value", [" , ", ",", ",,, ", " "])
+def test_a_key_list_that_holds_no_key_is_refused_not_read_as_no_authentication(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # Set, yet empty after parsing: a template that rendered nothing, a stray comma. Starting
+    # with authentication off would be the silent failure.
+    monkeypatch.setenv("FACEDEMO_API_KEYS", value)
+
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    with pytest.raises(ValidationError):
+        Settings(api_keys=value)
+
+    [line] = describe_invalid_settings(raised.value)
+    assert line.startswith("FACEDEMO_API_KEYS: holds no key, only commas or blanks")
 
 
 async def test_keys_never_reach_the_logs(

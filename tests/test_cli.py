@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 from PIL import Image
+from tests.served import free_port
 
 from facedemo import cli
 from facedemo.config import get_settings
 from facedemo.manifest import CLASSIFIER_NAME, MANIFEST_FILE, MODEL_FILE, REGRESSOR_NAME
 
+if TYPE_CHECKING:
+    import uvicorn
+
 
 @pytest.fixture
 def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """Environment variables for the CLI's settings, read afresh by each `main` call."""
-    for name in ("HOST", "PORT", "MODELS_DIR", "MODEL_PINS", "DEVICE", "LOG_LEVEL"):
+    for name in ("HOST", "PORT", "MODELS_DIR", "MODEL_PINS", "DEVICE", "LOG_LEVEL", "API_KEYS"):
         monkeypatch.delenv(f"FACEDEMO_{name}", raising=False)
     get_settings.cache_clear()
     yield monkeypatch
@@ -206,16 +212,17 @@ def test_models_with_an_unreadable_folder_fails_with_the_reason(
 
 
 @pytest.fixture
-def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-    import uvicorn
+def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[uvicorn.Config]:
+    """The configs `facedemo serve` would run one server process with (it binds nothing)."""
+    from facedemo.cli import serve
 
-    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    calls: list[uvicorn.Config] = []
+    monkeypatch.setattr(serve, "_run_server", lambda config: calls.append(config) or 0)
     return calls
 
 
 def test_serve_runs_the_app_factory_with_settings_from_the_environment(
-    settings_env: pytest.MonkeyPatch, uvicorn_calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    settings_env: pytest.MonkeyPatch, uvicorn_calls: list[uvicorn.Config]
 ) -> None:
     settings_env.setenv("FACEDEMO_HOST", "0.0.0.0")
     settings_env.setenv("FACEDEMO_PORT", "9001")
@@ -223,28 +230,94 @@ def test_serve_runs_the_app_factory_with_settings_from_the_environment(
 
     assert cli.main(["serve"]) == 0
 
-    [(args, kwargs)] = uvicorn_calls
-    assert args == ("facedemo.cli.serve:create_served_app",)
-    assert kwargs["factory"] is True
-    assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("0.0.0.0", 9001, 1)
-    assert kwargs["log_level"] == "warning"
-    assert kwargs["log_config"]["loggers"]["facedemo"]["level"] == "WARNING"
+    [config] = uvicorn_calls
+    assert config.app == "facedemo.cli.serve:create_served_app"
+    assert config.factory is True
+    assert (config.host, config.port, config.workers) == ("0.0.0.0", 9001, 1)
+    assert config.log_level == "warning"
+    assert isinstance(config.log_config, dict)
+    assert config.log_config["loggers"]["facedemo"]["level"] == "WARNING"
 
 
 def test_serve_flags_override_the_environment(
-    settings_env: pytest.MonkeyPatch, uvicorn_calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    settings_env: pytest.MonkeyPatch, uvicorn_calls: list[uvicorn.Config]
 ) -> None:
     settings_env.setenv("FACEDEMO_PORT", "9001")
 
     assert cli.main(["serve", "--host", "::1", "--port", "8123"]) == 0
 
-    [(_, kwargs)] = uvicorn_calls
-    assert (kwargs["host"], kwargs["port"], kwargs["workers"]) == ("::1", 8123, 1)
+    [config] = uvicorn_calls
+    assert (config.host, config.port, config.workers) == ("::1", 8123, 1)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_fails_at_once_naming_the_address(
+    settings_env: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    workers: str,
+) -> None:
+    import uvicorn
+    import uvicorn.supervisors
+
+    from facedemo.cli import serve
+
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a server or supervisor was started on an address in use")
+
+    # uvicorn.main's too: `uvicorn.run`, which binds only after importing the app, fails here.
+    for module in (uvicorn, importlib.import_module("uvicorn.main")):
+        monkeypatch.setattr(module, "Server", never)
+    monkeypatch.setattr(uvicorn.supervisors, "Multiprocess", never)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        status = cli.main(["serve", "--port", str(port), "--workers", workers])
+
+    assert status == serve.EXIT_CANNOT_SERVE
+    assert capsys.readouterr().err == (
+        f"facedemo: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
+
+
+def test_serve_hands_uvicorn_the_socket_it_bound(
+    settings_env: pytest.MonkeyPatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    from facedemo.cli import serve
+
+    handed: list[list[socket.socket]] = []
+
+    class Server:
+        started = True
+
+        def __init__(self, config: uvicorn.Config) -> None:
+            self.config = config
+
+        def run(self, sockets: list[socket.socket]) -> None:
+            # Bound to the address asked for, and held: nobody else can take the port now.
+            assert [listener.getsockname() for listener in sockets] == [
+                ("127.0.0.1", self.config.port)
+            ]
+            with socket.socket() as rival, pytest.raises(OSError):
+                rival.bind(("127.0.0.1", self.config.port))
+            handed.append(sockets)
+
+    # As above: no real server, whichever way it would be run.
+    for module in (uvicorn, importlib.import_module("uvicorn.main")):
+        monkeypatch.setattr(module, "Server", Server)
+    port = free_port()
+
+    assert cli.main(["serve", "--port", str(port)]) == serve.EXIT_OK
+    assert len(handed) == 1
 
 
 def test_several_workers_run_under_a_supervisor_whose_status_is_the_command_s(
     settings_env: pytest.MonkeyPatch,
-    uvicorn_calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    uvicorn_calls: list[uvicorn.Config],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from facedemo.cli import serve
@@ -272,7 +345,7 @@ def test_several_workers_run_under_a_supervisor_whose_status_is_the_command_s(
 @pytest.mark.parametrize("flags", [["--port", "0"], ["--port", "70000"], ["--workers", "zero"]])
 def test_serve_rejects_bad_flags(
     settings_env: pytest.MonkeyPatch,
-    uvicorn_calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    uvicorn_calls: list[uvicorn.Config],
     flags: list[str],
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -282,17 +355,53 @@ def test_serve_rejects_bad_flags(
     assert uvicorn_calls == []
 
 
-def test_invalid_settings_are_reported_not_raised(
+# Settings that fail validation, and what the one line about each must say after the variable.
+INVALID_SETTINGS = {
+    "pins that are not JSON": ("MODEL_PINS", "{bad", "not JSON (Expecting property name"),
+    "pins that are not a map": ("MODEL_PINS", '["1.0.0"]', "Input should be a valid dictionary"),
+    "a pin that is not a string": ("MODEL_PINS", '{"age-regressor": 1}', "(at age-regressor)"),
+    "a key list without a key": ("API_KEYS", " , ", "holds no key, only commas or blanks"),
+    "a port that is not a number": ("PORT", "not-a-port", "Input should be a valid integer"),
+    "an unknown device": ("DEVICE", "tpu", "Input should be 'auto', 'cpu' or 'gpu'"),
+}
+
+
+@pytest.mark.parametrize("case", INVALID_SETTINGS)
+@pytest.mark.parametrize(
+    "argv", [["serve"], ["models"], ["predict", "x.jpg"], ["evaluate", "folder"]], ids=str
+)
+def test_an_invalid_setting_is_one_line_naming_the_variable_for_every_command(
     settings_env: pytest.MonkeyPatch,
-    uvicorn_calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    uvicorn_calls: list[uvicorn.Config],
     capsys: pytest.CaptureFixture[str],
+    case: str,
+    argv: list[str],
 ) -> None:
-    settings_env.setenv("FACEDEMO_PORT", "not-a-port")
+    name, value, expected = INVALID_SETTINGS[case]
+    settings_env.setenv(f"FACEDEMO_{name}", value)
 
-    assert cli.main(["serve"]) == 2
+    assert cli.main(argv) == 2
 
-    assert "FACEDEMO_" in capsys.readouterr().err
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"facedemo: invalid setting FACEDEMO_{name}")
+    assert expected in line
     assert uvicorn_calls == []
+
+
+def test_every_invalid_setting_gets_its_line_and_no_value_is_echoed(
+    settings_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings_env.setenv("FACEDEMO_PORT", "secret-looking-value")
+    settings_env.setenv("FACEDEMO_LOG_LEVEL", "loud")
+
+    assert cli.main(["models"]) == 2
+
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[1] for line in lines] == [
+        " invalid setting FACEDEMO_PORT",
+        " invalid setting FACEDEMO_LOG_LEVEL",
+    ]
+    assert not any("secret-looking-value" in line or "loud" in line for line in lines)
 
 
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -179,16 +180,17 @@ def test_serve_exits_non_zero_within_30_s_when_the_models_can_never_load(
 def test_serve_configures_a_graceful_stop_and_json_access_logs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import uvicorn
+    from facedemo.cli import serve
 
-    calls: list[dict[str, Any]] = []
+    calls: list[Any] = []
     handlers_during_run: list[Any] = []
 
-    def fake_run(*args: Any, **kwargs: Any) -> None:
-        calls.append(kwargs)
+    def fake_run(config: Any) -> int:
+        calls.append(config)
         handlers_during_run.append(signal.getsignal(signal.SIGTERM))
+        return 0
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(serve, "_run_server", fake_run)
     monkeypatch.setenv("FACEDEMO_SHUTDOWN_TIMEOUT_SECONDS", "7")
     get_settings.cache_clear()
     handler_before = signal.getsignal(signal.SIGTERM)
@@ -197,11 +199,11 @@ def test_serve_configures_a_graceful_stop_and_json_access_logs(
     finally:
         get_settings.cache_clear()
 
-    [kwargs] = calls
-    assert kwargs["timeout_graceful_shutdown"] == 7
-    assert kwargs["access_log"] is False  # our JSON line replaces uvicorn's
-    access = kwargs["log_config"]["loggers"]["facedemo.access"]
-    assert kwargs["log_config"]["handlers"][access["handlers"][0]]["formatter"] == "json"
+    [config] = calls
+    assert config.timeout_graceful_shutdown == 7
+    assert config.access_log is False  # our JSON line replaces uvicorn's
+    access = config.log_config["loggers"]["facedemo.access"]
+    assert config.log_config["handlers"][access["handlers"][0]]["formatter"] == "json"
     assert handlers_during_run != [handler_before]
     assert signal.getsignal(signal.SIGTERM) == handler_before  # restored afterwards
 
@@ -303,3 +305,165 @@ async def test_sigterm_lets_in_flight_requests_finish_then_exits_0(
     assert {line["request_id"] for line in predictions} == {
         response.headers["x-request-id"] for response in responses
     }
+
+
+# ------------------------------------------------------- configuration refused before starting
+
+
+def quick_serve_environment(models_dir: Path, **settings: str) -> dict[str, str]:
+    environment = {
+        name: value for name, value in os.environ.items() if not name.startswith("FACEDEMO_")
+    }
+    return {
+        **environment,
+        "FACEDEMO_MODELS_DIR": str(models_dir),
+        "FACEDEMO_DEVICE": "cpu",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        **{f"FACEDEMO_{name}": value for name, value in settings.items()},
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("MODEL_PINS", "{bad", "not JSON (Expecting property name enclosed in double quotes"),
+        ("API_KEYS", " , ", "holds no key, only commas or blanks"),
+    ],
+)
+def test_serve_refuses_an_invalid_setting_in_one_line_without_a_traceback(
+    name: str, value: str, expected: str, tiny_models_dir: Path
+) -> None:
+    server = subprocess.run(
+        serve_command(free_port()),
+        env=quick_serve_environment(tiny_models_dir, **{name: value}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert server.returncode == 2, server.stderr[-3000:]
+    [line] = server.stderr.splitlines()
+    assert line.startswith(f"facedemo: invalid setting FACEDEMO_{name}: ")
+    assert expected in line
+
+
+def test_serve_on_a_port_in_use_exits_at_once_before_importing_tensorflow(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    # A tensorflow that cannot be imported: the command must have given up before it would.
+    poisoned = tmp_path / "poisoned" / "tensorflow"
+    poisoned.mkdir(parents=True)
+    (poisoned / "__init__.py").write_text("raise ImportError('tensorflow was imported')\n")
+    environment = quick_serve_environment(tiny_models_dir)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(poisoned.parent), environment.get("PYTHONPATH")])
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        server = subprocess.run(
+            serve_command(port), env=environment, capture_output=True, text=True, timeout=30
+        )
+        seconds = time.monotonic() - started
+
+    assert server.returncode == EXIT_CANNOT_SERVE, server.stderr[-3000:]
+    assert server.stderr == f"facedemo: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert seconds < 5, seconds  # about 0.4 s here; TensorFlow alone takes longer to import
+
+
+# --------------------------------------------------------------------- a stop while loading
+
+
+# `facedemo serve` whose model load has a step that takes a minute (as a TensorFlow call cannot
+# be interrupted, neither can this sleep).
+SERVE_WITH_A_SLOW_LOAD = """
+import sys, time
+from facedemo.detection import Detector
+Detector.from_settings = classmethod(lambda cls, *args: time.sleep(60))
+from facedemo.cli import main
+sys.exit(main(["serve", "--port", sys.argv[1]]))
+"""
+
+
+def test_sigterm_while_the_models_load_exits_at_once_not_when_the_load_ends(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-c", SERVE_WITH_A_SLOW_LOAD, str(free_port())],
+            env=quick_serve_environment(tiny_models_dir),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while b"models loaded and warmed up" not in log.read_bytes():  # now in the slow step
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        server.send_signal(signal.SIGTERM)
+        exit_status = server.wait(timeout=15)  # the old exit waited for the load: 60 s
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+    assert exit_status == 0, log.read_text()[-3000:]
+    assert "Finished server process" in log.read_text()
+
+
+@pytest.mark.anyio
+async def test_a_stop_while_the_models_load_ends_the_load_at_its_next_step(
+    tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python waits for every thread before a process ends: a load left to run to its end held
+    a stopped `facedemo serve` for seconds (the models' remaining load and warm-up)."""
+    import threading
+
+    from facedemo import registry
+    from facedemo.detection import Detector
+    from facedemo.errors import NotReadyError
+
+    in_first_step, release = threading.Event(), threading.Event()
+    steps: list[str] = []
+    outcome: list[BaseException | None] = []
+    load_model = registry._load_model
+    from_settings = registry.Registry.from_settings.__func__  # type: ignore[attr-defined]
+
+    def slow_load_model(bundle: Path, manifest: Any, device: str) -> Any:
+        steps.append(manifest.name)
+        in_first_step.set()
+        release.wait(30)  # a step under way when the service stops
+        return load_model(bundle, manifest, device)
+
+    def observed_load(cls: type[registry.Registry], *args: Any) -> registry.Registry:
+        try:
+            loaded = from_settings(cls, *args)
+        except BaseException as error:
+            outcome.append(error)
+            raise
+        outcome.append(None)
+        return loaded  # type: ignore[no-any-return]
+
+    def no_detector(*args: Any) -> None:
+        steps.append("detector")
+
+    monkeypatch.setattr(registry, "_load_model", slow_load_model)
+    monkeypatch.setattr(registry.Registry, "from_settings", classmethod(observed_load))
+    monkeypatch.setattr(Detector, "from_settings", no_detector)
+    failures: list[str] = []
+    app = create_app(Settings(models_dir=tiny_models_dir), on_load_failure=failures.append)
+
+    async with running(app):
+        await anyio.to_thread.run_sync(in_first_step.wait, 30)
+    release.set()  # the service has stopped; the step under way finishes
+    with anyio.fail_after(30):
+        while not outcome:
+            await anyio.sleep(0.01)
+
+    [error] = outcome
+    assert isinstance(error, NotReadyError), error
+    assert steps == [CLASSIFIER_NAME]  # no second model, no detector
+    assert failures == []  # a stop is not a failure to load

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -22,7 +23,7 @@ from facedemo.age_distribution import (
     softmax,
 )
 from facedemo.bundles import available_versions
-from facedemo.errors import BundleError, UnknownModelError
+from facedemo.errors import BundleError, NotReadyError, UnknownModelError
 from facedemo.manifest import (
     AGE_BUCKET_LABELS,
     BUNDLE_FILES,
@@ -31,6 +32,7 @@ from facedemo.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     REGRESSOR_NAME,
+    sha256_file,
 )
 from facedemo.registry import BUCKET_HEAD_WEIGHT, PADDED_BATCH_SIZES, Registry
 from train.bundle import write_bundle
@@ -225,6 +227,68 @@ def test_checksum_mismatch_is_refused(models_copy: Path) -> None:
     with pytest.raises(BundleError, match="checksum mismatch") as raised:
         Registry.load(models_copy)
     assert str(model_path) in str(raised.value)
+
+
+def truncate_to_half(model_path: Path) -> None:
+    data = model_path.read_bytes()
+    model_path.write_bytes(data[: len(data) // 2])  # what an interrupted copy leaves
+
+
+def replace_with_an_lfs_pointer(model_path: Path) -> None:
+    # What a clone without git-lfs checks out in place of the model.
+    model_path.write_text(
+        "version https://git-lfs.github.com/spec/v1\n"
+        f"oid sha256:{sha256_file(model_path)}\nsize {model_path.stat().st_size}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (truncate_to_half, "is truncated: its zip archive has no end"),
+        (replace_with_an_lfs_pointer, "is a Git LFS pointer"),
+    ],
+)
+def test_a_damaged_model_file_is_named_with_its_bundle_and_what_is_wrong(
+    models_copy: Path, damage: Callable[[Path], None], expected: str
+) -> None:
+    model_path = models_copy / REGRESSOR_NAME / "1.0.0" / MODEL_FILE
+    damage(model_path)
+
+    with pytest.raises(BundleError) as raised:
+        Registry.load(models_copy)
+
+    detail = raised.value.detail
+    assert detail.startswith(f"bundle {REGRESSOR_NAME} 1.0.0: {model_path} {expected}")
+    assert "checksum mismatch" in detail
+
+
+def test_a_truncated_model_file_whose_checksum_matches_is_not_called_missing(
+    models_copy: Path,
+) -> None:
+    # A bundle written from a file cut short: the checksum agrees; Keras would say "File not
+    # found".
+    bundle = models_copy / REGRESSOR_NAME / "1.0.0"
+    truncate_to_half(bundle / MODEL_FILE)
+    edit_manifest(bundle, model_sha256=sha256_file(bundle / MODEL_FILE))
+
+    with pytest.raises(BundleError) as raised:
+        Registry.load(models_copy)
+
+    detail = raised.value.detail
+    assert detail.startswith(
+        f"bundle {REGRESSOR_NAME} 1.0.0: {bundle / MODEL_FILE} is truncated: its zip archive has "
+        "no end"
+    )
+    assert "not found" not in detail.lower()
+
+
+def test_a_load_asked_to_stop_ends_before_its_next_step(tiny_models_dir: Path) -> None:
+    stop = threading.Event()
+    stop.set()
+
+    with pytest.raises(NotReadyError, match="loading stopped: the service is shutting down"):
+        Registry.load(tiny_models_dir, stop=stop)
 
 
 @pytest.mark.parametrize("missing", BUNDLE_FILES)

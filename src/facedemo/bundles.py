@@ -1,8 +1,9 @@
 """Model bundles on disk: discovery, version choice and checks. No TensorFlow here.
 
 `find_bundle` picks `models_dir/<name>/<version>/` (the newest version unless pinned),
-`read_manifest` checks the folder is complete and untampered (files, manifest, sha256) and
-`check_contract` that the manifest promises what the service needs from a model of that name.
+`read_manifest` checks the folder is complete and untampered (files, manifest, sha256, a whole
+.keras archive) and `check_contract` that the manifest promises what the service needs from a
+model of that name.
 The registry loads what these functions accept; `facedemo models` lists bundles with them.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
+import zipfile
+import zlib
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -90,13 +93,51 @@ def read_manifest(bundle_dir: Path) -> Manifest:
             f"{bundle_dir / MANIFEST_FILE} describes {manifest.name} {manifest.version}, but the "
             f"folder says {folder_name} {folder_version}"
         )
-    actual = sha256_file(bundle_dir / MODEL_FILE)
-    if actual != manifest.model_sha256:
-        raise BundleError(
-            f"checksum mismatch for {bundle_dir / MODEL_FILE}: sha256 is {actual}, the manifest "
-            f"says {manifest.model_sha256}; the file was changed or damaged after it was written"
-        )
+    _check_model_file(bundle_dir / MODEL_FILE, manifest)
     return manifest
+
+
+# The first line of a Git LFS pointer: what a clone without `git lfs` leaves in place of a file.
+_LFS_POINTER_START = b"version https://git-lfs.github.com/spec/"
+
+
+def _check_model_file(path: Path, manifest: Manifest) -> None:
+    """The model file must be the one the manifest was written for, and a whole .keras archive.
+
+    Keras reports a truncated archive as "File not found", so the reason is found out here.
+    """
+    where = f"bundle {manifest.name} {manifest.version}: {path}"
+    actual = sha256_file(path)
+    size = path.stat().st_size
+    damage = _archive_damage(path)
+    if actual != manifest.model_sha256:
+        mismatch = f"checksum mismatch: sha256 {actual}, the manifest says {manifest.model_sha256}"
+        with path.open("rb") as handle:
+            lfs_pointer = handle.read(len(_LFS_POINTER_START)) == _LFS_POINTER_START
+        if lfs_pointer:
+            state = f"is a Git LFS pointer ({size} bytes), not the model: run `git lfs pull`"
+        elif damage is not None:
+            state = f"{damage} ({size} bytes); copy the bundle again"
+        else:
+            state = "was changed after the bundle was written"
+        raise BundleError(f"{where} {state} ({mismatch})")
+    if damage is not None:
+        raise BundleError(
+            f"{where} {damage} ({size} bytes), although its sha256 matches the manifest: the "
+            "bundle was written from a damaged file"
+        )
+
+
+def _archive_damage(path: Path) -> str | None:
+    """What is wrong with a .keras file as a zip archive ("is truncated: ..."); None if nothing."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()  # reads every member and checks its CRC
+    except zipfile.BadZipFile:  # no end-of-archive record: the file stops short
+        return "is truncated: its zip archive has no end"
+    except (OSError, EOFError, ValueError, zlib.error) as error:  # damage the CRC check misses
+        return f"is damaged: its zip archive does not read ({error})"
+    return None if broken is None else f"is damaged: archive member {broken!r} fails its CRC check"
 
 
 _GENDER_SPEC = OutputSpec(kind="probabilities", labels=list(GENDER_LABELS))

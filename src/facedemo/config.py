@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # src/facedemo/config.py -> the repository root holds models/ (an editable or source install).
@@ -24,7 +25,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACEDEMO_", extra="ignore", frozen=True)
 
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="Folder of model bundles.")
-    model_pins: dict[str, str] = Field(
+    # NoDecode: parsed by `_parse_model_pins`, so that bad JSON is a validation error naming the
+    # variable rather than pydantic-settings' SettingsError with a traceback.
+    model_pins: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description='Versions to load instead of the newest, as JSON: {"age-regressor": "1.0.0"}.',
     )
@@ -122,7 +125,7 @@ class Settings(BaseSettings):
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (),
         description="Comma-separated API keys, sent as X-API-Key or Authorization: Bearer; "
-        "empty: no key needed (local use).",
+        "unset or empty: no key needed (local use). A value that holds no key (' , ') is refused.",
     )
     api_keys_protect_docs: bool = Field(
         True, description="With API keys set: /docs, /redoc, /openapi.json, / and /static need one."
@@ -137,13 +140,54 @@ class Settings(BaseSettings):
         "cancelled (below Kubernetes' default 30 s grace period).",
     )
 
+    @field_validator("model_pins", mode="before")
+    @classmethod
+    def _parse_model_pins(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"not JSON ({error.msg} at character {error.pos + 1}); expected an object such "
+                'as {"age-regressor": "1.0.0"}'
+            ) from None
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_api_keys(cls, value: object) -> object:
         # The environment gives one comma-separated string; blanks around keys are dropped.
-        if isinstance(value, str):
-            return tuple(key.strip() for key in value.split(",") if key.strip())
-        return value
+        if value == "":
+            return ()  # set but empty, as in `docker run -e FACEDEMO_API_KEYS=`: no keys
+        if not isinstance(value, str):
+            return value
+        keys = tuple(key.strip() for key in value.split(",") if key.strip())
+        if not keys:
+            # Set but holding no key (" , ", a template that rendered nothing): starting open
+            # would silently turn authentication off.
+            raise ValueError(
+                "holds no key, only commas or blanks; list keys separated by commas, or leave "
+                "it unset (or empty) to run without authentication"
+            )
+        return keys
+
+
+def describe_invalid_settings(error: ValidationError) -> list[str]:
+    """One line per invalid setting: the variable, where in its value, and what is wrong.
+
+    The values themselves are left out: one of them may be an API key.
+    """
+    prefix = Settings.model_config.get("env_prefix", "")
+    lines = []
+    for problem in error.errors(include_url=False, include_input=False):
+        field, *inside = problem["loc"] or ("?",)
+        variable = f"{prefix}{str(field).upper()}"
+        where = f" (at {'.'.join(map(str, inside))})" if inside else ""
+        context = problem.get("ctx") or {}
+        # A validator's ValueError reads "Value error, <message>"; the message alone is clearer.
+        message = str(context["error"]) if problem["type"] == "value_error" else problem["msg"]
+        lines.append(f"{variable}{where}: {message}")
+    return lines
 
 
 @lru_cache

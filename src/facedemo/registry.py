@@ -20,6 +20,7 @@ the classifier's `age_bucket` and `gender` and the regressor's `age_logits`):
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from facedemo.age_distribution import (
 from facedemo.bundles import REQUIRED_MODELS, check_contract, find_bundle, read_manifest
 from facedemo.config import Settings
 from facedemo.devices import DeviceChoice, select_device
-from facedemo.errors import BundleError, UnknownModelError
+from facedemo.errors import BundleError, NotReadyError, UnknownModelError
 from facedemo.manifest import (
     CLASSIFIER_NAME,
     MODEL_FILE,
@@ -122,12 +123,13 @@ def _padded_size(count: int) -> int:
     return next(size for size in PADDED_BATCH_SIZES if size >= count)
 
 
-def _warm_up(loaded: _LoadedModel, device: str) -> None:
+def _warm_up(loaded: _LoadedModel, device: str, stop: threading.Event | None = None) -> None:
     """Run every padded batch size once so the first request pays no tracing or autotuning."""
     size = (loaded.manifest.input.height, loaded.manifest.input.width)
     where = f"{loaded.manifest.name} {loaded.manifest.version}"
     with tf.device(device):
         for batch_size in PADDED_BATCH_SIZES:
+            stop_if_asked(stop)
             outputs = loaded.function(tf.zeros((batch_size, *size, 3), tf.float32))
             shapes = {name: tuple(tensor.shape) for name, tensor in outputs.items()}
             expected = {
@@ -160,11 +162,13 @@ class Registry:
         device: str = "auto",
         pins: Mapping[str, str] | None = None,
         op_threads: int = 0,
+        stop: threading.Event | None = None,
     ) -> Registry:
         """Find, check, load and warm up both models; BundleError / DeviceUnavailableError if not.
 
         `pins` maps a model name to the version to load instead of the newest one; `op_threads`
-        > 0 limits the CPU threads of one TensorFlow op (devices.select_device).
+        > 0 limits the CPU threads of one TensorFlow op (devices.select_device). Once `stop` is
+        set, loading ends at its next step with NotReadyError (`stop_if_asked`).
         """
         pins = dict(pins or {})
         unknown_pins = sorted(set(pins) - set(REQUIRED_MODELS))
@@ -189,12 +193,14 @@ class Registry:
         if len(set(sizes.values())) != 1:
             raise BundleError(f"the models must share one input size (height, width), got {sizes}")
 
+        stop_if_asked(stop)
         choice = select_device(device, op_threads=op_threads)
         started = time.perf_counter()
         models = {}
         for name, bundle in bundles.items():
+            stop_if_asked(stop)
             models[name] = _load_model(bundle, manifests[name], choice.name)
-            _warm_up(models[name], choice.name)
+            _warm_up(models[name], choice.name, stop)
             logger.info(
                 "loaded %s %s from %s (%d parameters, sha256 %s...)",
                 name,
@@ -212,13 +218,14 @@ class Registry:
         return cls(models, choice)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Registry:
+    def from_settings(cls, settings: Settings, stop: threading.Event | None = None) -> Registry:
         """`Registry.load` with the models_dir, device, model_pins and op_threads settings."""
         return cls.load(
             settings.models_dir,
             device=settings.device,
             pins=settings.model_pins,
             op_threads=settings.op_threads,
+            stop=stop,
         )
 
     @property
@@ -294,6 +301,18 @@ class Registry:
             age_interval=interval,
             interval_level=self._interval_level,
         )
+
+
+def stop_if_asked(stop: threading.Event | None) -> None:
+    """NotReadyError once `stop` is set: the service is shutting down while it loads.
+
+    A thread cannot be interrupted, so a load whose application has stopped ends itself between
+    steps rather than spend seconds of CPU on models nobody will use, and hold up an interpreter
+    exit, which waits for every thread. (A daemon thread is no way out: one still inside
+    TensorFlow when the interpreter exits hangs it.)
+    """
+    if stop is not None and stop.is_set():
+        raise NotReadyError("loading stopped: the service is shutting down")
 
 
 def _age_heads(manifests: Mapping[str, Manifest]) -> tuple[list[tuple[str, Tempering]], float]:

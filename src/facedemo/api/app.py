@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -14,17 +15,18 @@ from fastapi import FastAPI
 
 from facedemo import __version__
 from facedemo.allocator import tune_allocator
-from facedemo.api.middleware import install_middleware
+from facedemo.api.middleware import BATCH_PATH, install_middleware
 from facedemo.api.problems import install_problem_handlers
 from facedemo.api.prometheus import ServiceMetrics
-from facedemo.api.routes import batch, demo, health, metrics, models, predict
+from facedemo.api.routes import batch, demo, docs, health, metrics, models, predict
 from facedemo.api.state import ServiceState
+from facedemo.api.uploads import document_uploads
 from facedemo.batching import BatchingPredictor
 from facedemo.config import Settings, get_settings
 from facedemo.detection import Detector
 from facedemo.errors import FacedemoError
 from facedemo.pipeline import Pipeline
-from facedemo.registry import Registry
+from facedemo.registry import Registry, stop_if_asked
 from facedemo.serving import MemoryBudget, Serving
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,11 @@ def create_app(
         lifespan=_lifespan,
         # operationIds like "predict" and "get_model" instead of "predict_predict_post"
         generate_unique_id_function=lambda route: route.name,
+        # FastAPI's own pages load their scripts from a CDN; routes/docs.py serves them locally.
+        docs_url=None,
+        redoc_url=None,
+        # A slash redirect's Location is built from the Host header, which the client controls.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.on_load_failure = on_load_failure
@@ -66,8 +73,11 @@ def create_app(
     app.state.memory_budget = MemoryBudget(settings.memory_budget_bytes)
     install_problem_handlers(app)
     install_middleware(app, settings, app.state.metrics, app.state.memory_budget)
-    for module in (predict, batch, models, health, demo, metrics):
+    document_uploads(app, max_files={BATCH_PATH: settings.max_batch_images})
+    for module in (predict, batch, models, health, demo, docs, metrics):
         app.include_router(module.router)
+    # Before /static: the first mount whose prefix matches a path serves it.
+    app.mount(docs.DOCS_ASSETS_PATH, docs.docs_assets(), name="docs-assets")
     app.mount(demo.STATIC_PATH, demo.static_files(), name="static")
     return app
 
@@ -78,6 +88,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     tune_allocator()  # before the models and the first uploads are allocated
     state = ServiceState()
     app.state.service = state
+    stop_loading = threading.Event()
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(
             _load_models,
@@ -86,9 +97,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.metrics,
             app.state.memory_budget,
             app.state.on_load_failure,
+            stop_loading,
         )
         yield
         tasks.cancel_scope.cancel()
+        # A load still running ends at its next step, rather than load models nobody will use.
+        stop_loading.set()
     if state.serving is not None:
         state.serving.shutdown()
     if state.batcher is not None:  # in-flight requests have finished: this only drains leftovers
@@ -101,9 +115,10 @@ async def _load_models(
     service_metrics: ServiceMetrics,
     memory_budget: MemoryBudget,
     on_load_failure: LoadFailureHandler | None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Load and warm the models in a worker thread, start the batcher; record it in `state`."""
-    load = partial(_load_registry_and_detector, settings)
+    load = partial(_load_registry_and_detector, settings, stop)
     try:
         registry, detector = await anyio.to_thread.run_sync(load, abandon_on_cancel=True)
     except FacedemoError as error:
@@ -136,7 +151,10 @@ def _give_up(state: ServiceState, reason: str, on_load_failure: LoadFailureHandl
         on_load_failure(reason)
 
 
-def _load_registry_and_detector(settings: Settings) -> tuple[Registry, Detector]:
+def _load_registry_and_detector(
+    settings: Settings, stop: threading.Event | None = None
+) -> tuple[Registry, Detector]:
     """The loaded, warmed models, and the face detector warmed on the same device."""
-    registry = Registry.from_settings(settings)
+    registry = Registry.from_settings(settings, stop)
+    stop_if_asked(stop)
     return registry, Detector.from_settings(settings, registry.device)

@@ -21,11 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from facedemo import __version__
 from facedemo.cli import evaluate, models, predict, serve
 from facedemo.cli.common import EXIT_USAGE, complain
-from facedemo.config import Settings, get_settings
+from facedemo.config import Settings, describe_invalid_settings, get_settings
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = get_settings()
     except ValidationError as error:
-        complain(f"invalid FACEDEMO_* settings:\n{error}")
+        for problem in describe_invalid_settings(error):
+            complain(f"invalid setting {problem}")
+        return EXIT_USAGE
+    except SettingsError as error:  # a value pydantic-settings itself could not parse
+        cause = f": {error.__cause__}" if error.__cause__ else ""
+        complain(f"invalid FACEDEMO_* setting: {error}{cause}")
         return EXIT_USAGE
     logging.basicConfig(
         level=settings.log_level.upper(), format="facedemo: %(levelname)s: %(message)s"

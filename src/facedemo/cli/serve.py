@@ -6,12 +6,14 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 from signal import SIGINT, SIGTERM
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from facedemo.cli.common import EXIT_OK, port_number, positive_int
+from facedemo.cli.common import EXIT_OK, complain, port_number, positive_int
+from facedemo.cli.listening import address_text, bind_listeners
 from facedemo.config import Settings
 from facedemo.logging_config import build_log_config
 
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     (for up to FACEDEMO_SHUTDOWN_TIMEOUT_SECONDS), runs the lifespan shutdown, and the command
     exits 0. When the models cannot be loaded the process exits with status 3 right after
     logging why (`create_served_app`); with `--workers N`, uvicorn's supervisor stops every
-    worker when one exits so, and the command exits 3 too (`_run_workers`).
+    worker when one exits so, and the command exits 3 too (`_run_workers`). An address it
+    cannot listen on (a port in use) exits 3 at once, before the application is imported.
     """
     import uvicorn
 
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # uvicorn applies it in every worker process too; our access line replaces uvicorn's.
         "log_config": build_log_config(settings),
         "access_log": False,
+        # No "server: uvicorn" banner: it tells a scanner which server's flaws to try.
+        "server_header": False,
         "timeout_graceful_shutdown": settings.shutdown_timeout_seconds,
         # Header and body deadlines, a header cap and a connection cap (api/connections.py); a
         # class, which uvicorn pickles by reference into each worker process.
@@ -67,17 +72,33 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "timeout_keep_alive": settings.keepalive_timeout_seconds,
     }
     # uvicorn re-raises the stop signal after its graceful shutdown so that the signal's default
-    # action ends the process (status -15); a completed graceful shutdown is a clean exit. Before
-    # uvicorn takes the signals over, the same handler just exits: nothing is in flight yet.
+    # action ends the process (status -15); a completed graceful shutdown is a clean exit, as
+    # prompt (`_exit_cleanly`). Before uvicorn takes the signals over, the same handler just
+    # exits: nothing is in flight yet.
     previous = {stop: signal.signal(stop, _exit_cleanly) for stop in (SIGTERM, SIGINT)}
     try:
+        config = uvicorn.Config(APP_FACTORY, **options)
         if args.workers == 1:
-            uvicorn.run(APP_FACTORY, **options)
-            return EXIT_OK
-        return _run_workers(uvicorn.Config(APP_FACTORY, **options))
+            return _run_server(config)
+        return _run_workers(config)
     finally:
         for stop, handler in previous.items():
             signal.signal(stop, handler)
+
+
+def _run_server(config: uvicorn.Config) -> int:
+    """What `uvicorn.run` does for one worker, on sockets bound before the app is imported."""
+    import uvicorn
+
+    listeners = _listen(config)
+    if listeners is None:
+        return EXIT_CANNOT_SERVE
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=listeners)
+    finally:
+        _close(listeners)  # uvicorn closes them on a graceful stop, not when startup fails
+    return EXIT_OK if server.started else EXIT_CANNOT_SERVE
 
 
 def _run_workers(config: uvicorn.Config) -> int:
@@ -88,15 +109,47 @@ def _run_workers(config: uvicorn.Config) -> int:
     """
     from uvicorn.supervisors import Multiprocess
 
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
-    supervisor.run()
+    listeners = _listen(config)
+    if listeners is None:
+        return EXIT_CANNOT_SERVE
+    supervisor = Multiprocess(config, sockets=listeners)
+    try:
+        supervisor.run()
+    finally:
+        _close(listeners)
     if any(process.exitcode == EXIT_CANNOT_SERVE for process in supervisor.processes):
         return EXIT_CANNOT_SERVE
     return EXIT_OK
 
 
+def _listen(config: uvicorn.Config) -> list[socket.socket] | None:
+    """The config's address bound, or None after saying why it cannot be (one line, no trace)."""
+    address = address_text(config.host, config.port)
+    try:
+        listeners = bind_listeners(config.host, config.port)
+    except OSError as error:
+        complain(f"cannot listen on {address}: {error.strerror or error}")
+        return None
+    # uvicorn logs this line itself only when it binds.
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on http://%s (Press CTRL+C to quit)", address
+    )
+    return listeners
+
+
+def _close(listeners: list[socket.socket]) -> None:
+    for listener in listeners:
+        listener.close()
+
+
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(EXIT_OK)
+    # As the signal's default action would, the process ends now, with status 0. A SystemExit
+    # here would have the interpreter wait for every thread first: a model load the lifespan
+    # left behind kept a drained server alive for seconds. Nothing left running has a caller.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_OK)
 
 
 def create_served_app() -> FastAPI:
