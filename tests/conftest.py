@@ -14,6 +14,7 @@ import pytest
 if TYPE_CHECKING:
     import httpx
     from fastapi import FastAPI
+    from selenium.webdriver.remote.webdriver import WebDriver
     from tests.served import Served
 
     from facedemo.registry import Registry
@@ -23,6 +24,18 @@ if TYPE_CHECKING:
 def anyio_backend() -> str:
     """Async tests and fixtures run on asyncio (module-scoped, as the app fixtures below are)."""
     return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    """Headless Chromium through chromedriver, with a fresh profile; skips when not installed."""
+    from tests.browser import BrowserMissing, chromium
+
+    try:
+        with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+            yield driver
+    except BrowserMissing as missing:
+        pytest.skip(str(missing))
 
 
 @pytest.fixture(scope="session")

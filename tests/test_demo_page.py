@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from tests.browser import DEMO_PAGE_READY, BrowserMissing, chromium, load, read_logs
+from tests.browser import DEMO_PAGE_READY, load, read_logs
 
 from facedemo.api import create_app
 from facedemo.api.problems import PROBLEM_MEDIA_TYPE
@@ -176,16 +176,6 @@ def test_the_page_is_not_in_the_openapi_document(live_server: str) -> None:
 
 
 # ----------------------------------------------------------------------------- in a browser
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    """Headless Chromium through chromedriver, with a fresh profile; skips when not installed."""
-    try:
-        with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
-            yield driver
-    except BrowserMissing as missing:
-        pytest.skip(str(missing))
 
 
 def gradient_photo(path: Path) -> np.ndarray:

@@ -21,8 +21,6 @@ import pytest
 from tests.browser import (
     REDOC_READY,
     SWAGGER_READY,
-    BrowserMissing,
-    chromium,
     load,
     read_logs,
 )
@@ -163,15 +161,6 @@ async def test_the_assets_need_a_key_when_the_docs_do(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- in a browser
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    try:
-        with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
-            yield driver
-    except BrowserMissing as missing:
-        pytest.skip(str(missing))
 
 
 def test_swagger_ui_renders_and_runs_an_operation_offline(
