@@ -3,7 +3,8 @@ readiness. `pipeline.py` is the synchronous image -> faces path; this module dec
 where its steps run, and refuses work it cannot finish in time.
 
     upload bytes -> price (the header only)           in a cheap-lane thread
-                 -> cheap: decode and detect            in the same thread
+                 -> cheap: decode and detect            in the same thread (a batch's images
+                                                        one after another, in one call)
                     heavy: decode and detect            in a heavy-lane thread, when one is free
                  -> the models (the batcher)            awaited on the event loop, holding no thread
 
@@ -300,13 +301,24 @@ class Serving:
         self, work: _Work, images: Sequence[bytes], detect: DetectMode, batch: bool
     ) -> list[ImagePrediction | FacedemoError]:
         outcomes: list[LocatedImage | FacedemoError] = []
-        for data in images:
-            try:
-                outcomes.append(await self._locate(work, data, detect))
-            except InputError as error:
-                if not batch:
-                    raise
-                outcomes.append(error)  # a batch answers a bad image in its place
+        while len(outcomes) < len(images):
+            # One cheap-lane call locates images until a heavy one, which goes to the heavy lane:
+            # a batch of cheap images costs one thread hand-off, not one an image.
+            cheap, heavy_price = await self._cheap.run(
+                self._locate_while_cheap, work, images[len(outcomes) :], detect, batch
+            )
+            outcomes.extend(cheap)
+            if heavy_price is not None:
+                work.heavy = self._trim_due = True
+                data = images[len(outcomes)]
+                try:
+                    outcomes.append(
+                        await self._heavy.run(self._locate_priced, work, data, detect, heavy_price)
+                    )
+                except InputError as error:
+                    if not batch:
+                        raise
+                    outcomes.append(error)
         located = [outcome for outcome in outcomes if isinstance(outcome, LocatedImage)]
         started = time.perf_counter()
         predictions = await self._run_models(located)
@@ -315,20 +327,23 @@ class Serving:
             outcome if isinstance(outcome, FacedemoError) else next(answers) for outcome in outcomes
         ]
 
-    async def _locate(self, work: _Work, data: bytes, detect: DetectMode) -> LocatedImage:
-        """Price the image in a cheap thread, locating it there too unless it is heavy."""
-        outcome = await self._cheap.run(self._locate_if_cheap, work, data, detect)
-        if isinstance(outcome, LocatedImage):
-            return outcome
-        work.heavy = self._trim_due = True
-        return await self._heavy.run(self._locate_priced, work, data, detect, outcome)
-
-    def _locate_if_cheap(self, work: _Work, data: bytes, detect: DetectMode) -> LocatedImage | int:
-        """Locate the image if it is cheap; else its price in bytes, for the heavy lane."""
-        decode_bytes = self._pipeline.price(data, detect).decode_bytes
-        if decode_bytes > self._settings.heavy_decode_bytes:
-            return decode_bytes
-        return self._locate_priced(work, data, detect, decode_bytes)
+    def _locate_while_cheap(
+        self, work: _Work, images: Sequence[bytes], detect: DetectMode, batch: bool
+    ) -> tuple[list[LocatedImage | FacedemoError], int | None]:
+        """Locate `images` in order while they are cheap; the outcomes, and the price in bytes
+        of the first heavy image (not located: it is for the heavy lane), or None."""
+        outcomes: list[LocatedImage | FacedemoError] = []
+        for data in images:
+            try:
+                decode_bytes = self._pipeline.price(data, detect).decode_bytes
+                if decode_bytes > self._settings.heavy_decode_bytes:
+                    return outcomes, decode_bytes
+                outcomes.append(self._locate_priced(work, data, detect, decode_bytes))
+            except InputError as error:
+                if not batch:
+                    raise
+                outcomes.append(error)  # a batch answers a bad image in its place
+        return outcomes, None
 
     def _locate_priced(
         self, work: _Work, data: bytes, detect: DetectMode, decode_bytes: int
