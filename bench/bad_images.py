@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
             lambda data=data: decode_image(data, max_pixels=MAX_PIXELS), args.repeat
         )
         if image_format == "JPEG":
-            check = best_time(lambda data=data: imaging._check_jpeg_data(data, "RGB"), args.repeat)
+            check = best_time(
+                lambda data=data: imaging._strict_jpeg_pixels(data, "GRAY"), args.repeat
+            )
         else:
             check = best_time(lambda data=data: imaging._check_png_length(data), args.repeat)
         print(f"| {image_format} | {plain:.3f} | {checked:.3f} | {check:.3f} |")
