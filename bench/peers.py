@@ -249,8 +249,9 @@ def in_process(models_dir: Path, workloads: list[Workload], seconds: float) -> l
     from facedemo.config import Settings
     from facedemo.detect_mode import DetectMode
     from facedemo.detection import Detector
-    from facedemo.pipeline import ImagePrediction, Pipeline
+    from facedemo.pipeline import Pipeline
     from facedemo.registry import Registry
+    from facedemo.schemas import PredictResponse
 
     settings = Settings(models_dir=models_dir)
     registry = Registry.from_settings(settings)
@@ -269,7 +270,7 @@ def in_process(models_dir: Path, workloads: list[Workload], seconds: float) -> l
             answers = pipeline.predict_images([workload.images[i] for i in indices], detect)
             images += chunk
             for index, answer in zip(indices, answers, strict=True):
-                if workload.photos is not None and isinstance(answer, ImagePrediction):
+                if workload.photos is not None and isinstance(answer, PredictResponse):
                     photo = workload.photos[index]
                     boxes = [(f.box.x, f.box.y, f.box.width, f.box.height) for f in answer.faces]
                     found += recall(photo, boxes)

@@ -72,7 +72,7 @@ def ready_app(tiny_models_dir: Path) -> FastAPI:
 @pytest.fixture(scope="module")
 async def client(ready_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process client of `ready_app`, its lifespan started and its models ready."""
-    from tests.test_api import running, settled_readiness
+    from tests.in_process import running, settled_readiness
 
     async with running(ready_app) as client:
         assert (await settled_readiness(client)).status_code == 200

@@ -14,8 +14,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from PIL import Image
-from tests.test_api import assert_problem, image_bytes, running, settled_readiness
-from tests.test_metrics import scrape, value
+from tests.images import image_bytes
+from tests.in_process import running, settled_readiness
+from tests.metrics import scrape, value
+from tests.problems import assert_problem
 
 from facedemo.api import create_app
 from facedemo.api.state import ServiceState

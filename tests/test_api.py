@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import anyio
 import httpx
-import numpy as np
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from PIL import Image
+from tests.images import image_bytes
+from tests.in_process import running, settled_readiness
+from tests.problems import assert_problem
 
 from facedemo.api import create_app
 from facedemo.api.deps import get_app_settings
@@ -58,46 +55,6 @@ ROUTES = {
     ("get", "/livez"),
     ("get", "/readyz"),
 }
-
-
-def image_bytes(image_format: str, height: int = 48, width: int = 64, seed: int = 0) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=image_format)
-    return buffer.getvalue()
-
-
-@asynccontextmanager
-async def running(
-    app: FastAPI, *, raise_app_exceptions: bool = True
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan started, and a client talking to it in-process."""
-    async with LifespanManager(app, startup_timeout=30) as manager:
-        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=raise_app_exceptions)
-        async with httpx.AsyncClient(transport=transport, base_url="http://facedemo") as client:
-            yield client
-
-
-async def settled_readiness(client: httpx.AsyncClient) -> httpx.Response:
-    """/readyz once model loading has finished, one way or the other."""
-    with anyio.fail_after(120):
-        while True:
-            response = await client.get("/readyz")
-            if response.status_code == 200 or "still loading" not in response.json()["detail"]:
-                return response
-            await anyio.sleep(0.05)
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The response is an RFC 9457 problem with this status and code; returns its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    assert isinstance(body["title"], str) and body["title"]
-    assert body["type"] in (PROBLEM_TYPE_BASE + code, "about:blank")
-    return body
 
 
 # ----------------------------------------------------------------------------- predict

@@ -10,7 +10,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
-from tests.test_api import assert_problem, image_bytes, running, settled_readiness
+from tests.images import image_bytes
+from tests.in_process import running, settled_readiness
+from tests.problems import assert_problem
 
 import facedemo.api.security
 from facedemo.api import create_app

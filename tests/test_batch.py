@@ -10,7 +10,8 @@ import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
-from tests.test_api import assert_problem, image_bytes
+from tests.images import image_bytes
+from tests.problems import assert_problem
 
 from facedemo.api.deps import get_app_settings
 from facedemo.api.problems import PROBLEM_MEDIA_TYPE
@@ -18,12 +19,13 @@ from facedemo.config import Settings
 from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
 from facedemo.errors import ImageDecodeError, UnsupportedImageFormat
 from facedemo.manifest import AGE_BUCKET_LABELS
-from facedemo.pipeline import ImagePrediction, Pipeline
-from facedemo.schemas import PROBLEM_TYPE_BASE, BatchPredictResponse
+from facedemo.pipeline import Pipeline
+from facedemo.schemas import PROBLEM_TYPE_BASE, BatchPredictResponse, PredictResponse
 
 if TYPE_CHECKING:
     from facedemo.api.state import ServiceState
-    from facedemo.registry import FacePredictions, Registry
+    from facedemo.head_combination import FacePredictions
+    from facedemo.registry import Registry
 
 pytestmark = pytest.mark.anyio
 
@@ -275,7 +277,7 @@ async def test_the_detect_mode_reaches_the_pipeline(
     predict_images = state.serving.predict_images
     modes: list[DetectMode] = []
 
-    async def recording(images: list[bytes], detect: DetectMode) -> list[ImagePrediction | Any]:
+    async def recording(images: list[bytes], detect: DetectMode) -> list[PredictResponse | Any]:
         modes.append(detect)
         return await predict_images(images, DetectMode.SKIP)
 
@@ -359,14 +361,14 @@ def test_predict_images_runs_one_model_call_for_all_faces(
 
     assert registry.batch_sizes == [3]
     assert [type(outcome) for outcome in outcomes] == [
-        ImagePrediction,
+        PredictResponse,
         ImageDecodeError,
-        ImagePrediction,
-        ImagePrediction,
+        PredictResponse,
+        PredictResponse,
     ]
     singles = [pipeline.predict_image(data, DetectMode.SKIP) for data in images if data != TEXT]
     assert registry.batch_sizes == [3, 1, 1, 1]
-    batched = [outcome for outcome in outcomes if isinstance(outcome, ImagePrediction)]
+    batched = [outcome for outcome in outcomes if isinstance(outcome, PredictResponse)]
     for batch_result, single_result in zip(batched, singles, strict=True):
         assert batch_result.image == single_result.image
         assert batch_result.faces == single_result.faces

@@ -16,14 +16,17 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
-from tests.test_api import assert_problem, image_bytes, running, settled_readiness
+from tests.images import image_bytes
+from tests.in_process import running, settled_readiness
+from tests.problems import assert_problem
 
 from facedemo.api import create_app
-from facedemo.api.problems import install_problem_handlers
+from facedemo.api.problems import install_problem_handlers, status_of
 from facedemo.batching import BatchingPredictor
 from facedemo.config import Settings
 from facedemo.errors import DeadlineExceededError, FacedemoError, NotReadyError, OverloadedError
-from facedemo.registry import MAX_BATCH_SIZE, FacePredictions, Registry
+from facedemo.head_combination import FacePredictions
+from facedemo.registry import MAX_BATCH_SIZE, Registry
 
 SIZE = (4, 4)
 WAIT = 10.0  # seconds: the most any test waits for an event that should come at once
@@ -212,7 +215,7 @@ def test_a_full_queue_refuses_requests_with_overloaded(started: Started) -> None
     with pytest.raises(OverloadedError) as refusal:
         batcher.submit(crops(5))
     assert refusal.value.code == "overloaded"
-    assert refusal.value.status == 503
+    assert status_of(refusal.value) == 503
     assert refusal.value.retry_after is not None and refusal.value.retry_after >= 1
     assert observer.refused == ["overloaded"]
     registry.gate.set()
@@ -235,7 +238,7 @@ def test_a_request_past_its_deadline_fails_and_leaves_the_queue(
     with pytest.raises(DeadlineExceededError) as expired:
         batcher.predict(crops(3))  # a blocking caller gives up at its deadline
     assert time.monotonic() - begun >= 0.19
-    assert expired.value.code == "deadline_exceeded" and expired.value.status == 503
+    assert expired.value.code == "deadline_exceeded" and status_of(expired.value) == 503
     assert batcher.queued_faces == 1  # crop 3 has left the queue; crop 2 waits for the worker
     registry.gate.set()
     assert years(running) == [1]

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.images import image_bytes
 from tests.served import TINY_SERVER_KEY, Served
-from tests.test_api import image_bytes
 
 from facedemo import cli
 from facedemo.cli.common import PROGRESS_BAR_WIDTH

@@ -17,8 +17,8 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from PIL import Image
 from starlette.types import Receive, Scope, Send
+from tests.images import image_bytes
 from tests.served import TINY_SERVER_KEY, Served, free_port
-from tests.test_api import image_bytes
 
 from facedemo.api import create_app
 from facedemo.api.access_log import _VALID_REQUEST_ID

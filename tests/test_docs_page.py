@@ -24,7 +24,7 @@ from tests.browser import (
     load,
     read_logs,
 )
-from tests.test_demo_page import serving
+from tests.threaded_server import serving
 
 from facedemo.api.routes.docs import ASSETS_DIR
 from facedemo.config import Settings

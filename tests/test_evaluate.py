@@ -18,10 +18,10 @@ from facedemo.config import Settings, get_settings
 from facedemo.detect_mode import DetectMode
 from facedemo.errors import InputError
 from facedemo.evaluation import LabelledFile, LabelledSet, evaluate, load_labelled_set
+from facedemo.head_combination import FacePredictions
 from facedemo.imaging import ReducedImage
 from facedemo.manifest import AGE_BUCKET_LABELS, CLASSIFIER_NAME, REGRESSOR_NAME
 from facedemo.pipeline import FaceRegion, Pipeline
-from facedemo.registry import FacePredictions
 
 if TYPE_CHECKING:
     from facedemo.registry import Registry

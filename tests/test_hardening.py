@@ -18,24 +18,28 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from PIL import Image
-from tests.test_api import assert_problem, image_bytes, running, settled_readiness
-from tests.test_imaging import (
+from tests.images import (
     BLUE,
     RED,
-    UNSUPPORTED,
     cmyk_jpeg,
     encode,
     handmade_png,
-    jpeg_declaring,
-    jpeg_with_garbage,
+    image_bytes,
     noisy_image,
-    png_declaring_rows,
-    png_with_bad_checksum,
     row_image,
     sixteen_bit_rgb_png,
     transparent_palette_png,
-    truncated,
     two_colour_image,
+)
+from tests.in_process import running, settled_readiness
+from tests.problems import assert_problem
+from tests.refused_images import (
+    UNSUPPORTED,
+    jpeg_declaring,
+    jpeg_with_garbage,
+    png_declaring_rows,
+    png_with_bad_checksum,
+    truncated,
 )
 
 import facedemo.imaging

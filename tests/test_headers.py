@@ -12,8 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from tests.images import image_bytes
+from tests.in_process import running
+from tests.problems import assert_problem
 from tests.served import Served
-from tests.test_api import assert_problem, image_bytes, running
 
 from facedemo.api import create_app
 from facedemo.api.headers import API_POLICY, BASELINE_HEADERS, DEMO_PAGE_POLICY

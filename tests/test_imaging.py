@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import io
-import struct
 import threading
 import time
 import warnings
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,6 +14,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
+from tests.images import (
+    BLUE,
+    GREEN,
+    RED,
+    cmyk_jpeg,
+    encode,
+    handmade_png,
+    noisy_image,
+    row_image,
+    sixteen_bit_rgb_png,
+    transparent_palette_png,
+    two_colour_image,
+)
+from tests.refused_images import (
+    UNSUPPORTED,
+    jpeg_declaring,
+    jpeg_with_garbage,
+    png_declaring_rows,
+    png_with_bad_checksum,
+    truncated,
+)
 
 from facedemo import imaging
 from facedemo.errors import (
@@ -36,48 +55,6 @@ from facedemo.imaging import (
 )
 
 MAX_PIXELS = 1_000_000
-RED = (255, 0, 0)
-BLUE = (0, 0, 255)
-GREEN = (0, 255, 0)
-
-
-def encode(image: Image.Image, image_format: str, **params: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, image_format, **params)
-    return buffer.getvalue()
-
-
-def row_image(mode: str, values: Sequence[Any]) -> Image.Image:
-    """A one-row image whose pixels are `values`, left to right."""
-    image = Image.new(mode, (len(values), 1))
-    image.putdata(values)
-    return image
-
-
-def png_chunk(chunk_type: bytes, payload: bytes) -> bytes:
-    checksum = zlib.crc32(chunk_type + payload)
-    return struct.pack(">I", len(payload)) + chunk_type + payload + struct.pack(">I", checksum)
-
-
-def handmade_png(
-    width: int, height: int, bit_depth: int, colour_type: int, pixels: bytes, interlace: int = 0
-) -> bytes:
-    """A PNG with the given header and already-filtered scanlines, for what Pillow cannot write."""
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, interlace)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", zlib.compress(pixels))
-        + png_chunk(b"IEND", b"")
-    )
-
-
-def two_colour_image(size: tuple[int, int] = (32, 24)) -> Image.Image:
-    """Red on the left half, blue on the right half."""
-    width, height = size
-    image = Image.new("RGB", size, BLUE)
-    image.paste(RED, (0, 0, width // 2, height))
-    return image
 
 
 def assert_close(actual: np.ndarray, expected: Sequence[int], tolerance: int) -> None:
@@ -110,24 +87,6 @@ def test_allowed_formats_keep_size_and_colours(
     assert decoded.dtype == np.uint8
     assert_close(decoded[12, 4], RED, tolerance)
     assert_close(decoded[12, 27], BLUE, tolerance)
-
-
-def cmyk_jpeg() -> bytes:
-    data = encode(Image.new("CMYK", (16, 16), (255, 0, 0, 0)), "JPEG", quality=95)
-    assert b"Adobe" in data  # the APP14 marker that makes readers invert the CMYK values
-    return data
-
-
-def sixteen_bit_rgb_png() -> bytes:
-    # One 2-pixel scanline, filter byte 0, samples big-endian: (65535, 0, 32896) and (0, 65535, 0).
-    samples = struct.pack(">6H", 65535, 0, 32896, 0, 65535, 0)
-    return handmade_png(2, 1, 16, 2, b"\x00" + samples)
-
-
-def transparent_palette_png() -> bytes:
-    image = row_image("P", [0, 1])
-    image.putpalette([*RED, *GREEN])
-    return encode(image, "PNG", transparency=0)
 
 
 def transparent_palette_gif() -> bytes:
@@ -355,18 +314,6 @@ def test_pillow_bomb_guard_becomes_image_too_large(
     assert warnings.filters == filters_before
 
 
-def png_with_bad_checksum(chunk_type: bytes) -> bytes:
-    data = bytearray(encode(two_colour_image(), "PNG"))
-    start = data.index(chunk_type) - 4
-    length = struct.unpack(">I", data[start : start + 4])[0]
-    data[start + 8 + length] ^= 0xFF
-    return bytes(data)
-
-
-def truncated(data: bytes, keep: float = 0.5) -> bytes:
-    return data[: int(len(data) * keep)]
-
-
 UNDECODABLE = {
     "empty": b"",
     "text": b"Hello, this is a plain text file and certainly not a picture.\n",
@@ -405,28 +352,6 @@ def test_error_details_do_not_echo_the_upload() -> None:
     assert "4711" not in raised.value.detail
 
 
-UNSUPPORTED = {
-    "svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
-    "svg-with-prolog": b'\xef\xbb\xbf\n  <?xml version="1.0"?>\n<svg></svg>',
-    "svg-doctype": b"<!DOCTYPE svg PUBLIC '-//W3C//DTD SVG 1.1//EN' 'x'><svg/>",
-    "pdf": encode(two_colour_image(), "PDF"),
-    "eps": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n",
-    "eps-binary-header": b"\xc5\xd0\xd3\xc6" + bytes(28),
-    "avif": encode(two_colour_image(), "AVIF"),
-    "jpeg2000": encode(two_colour_image(), "JPEG2000"),
-    # Formats Pillow opens, but off the allow-list: refused by their signature alone.
-    "ico": encode(two_colour_image(), "ICO"),
-    "tga": encode(two_colour_image(), "TGA"),
-    "pcx": encode(two_colour_image(), "PCX"),
-    "ppm": encode(two_colour_image(), "PPM"),
-    "sgi": encode(two_colour_image(), "SGI"),
-    "qoi": encode(two_colour_image(), "QOI"),
-    "dds": encode(two_colour_image(), "DDS"),
-    "xbm": encode(two_colour_image().convert("1"), "XBM"),
-    "dib": encode(two_colour_image(), "DIB"),
-}
-
-
 @pytest.mark.parametrize("data", UNSUPPORTED.values(), ids=UNSUPPORTED.keys())
 def test_formats_off_the_allow_list_are_unsupported(
     data: bytes, monkeypatch: pytest.MonkeyPatch
@@ -457,37 +382,6 @@ def test_a_tga_without_its_footer_is_still_recognised() -> None:
 
     with pytest.raises(UnsupportedImageFormat, match="^TGA"):
         decode_image(data[:-26], max_pixels=MAX_PIXELS)  # a TGA 1.0 file: no footer
-
-
-def jpeg_declaring(size: tuple[int, int], data: bytes) -> bytes:
-    """`data`, a baseline JPEG, with its frame header (SOF0) saying it is `size` pixels."""
-    start = data.index(b"\xff\xc0") + 5
-    return data[:start] + struct.pack(">HH", size[1], size[0]) + data[start + 4 :]
-
-
-def entropy_coded_start(data: bytes) -> int:
-    """Where a JPEG's entropy-coded data starts: past its (first) scan header."""
-    scan = data.index(b"\xff\xda")
-    return scan + 2 + int.from_bytes(data[scan + 2 : scan + 4], "big")
-
-
-def noisy_image(size: tuple[int, int] = (64, 48)) -> Image.Image:
-    """Random pixels: data that compresses poorly, so that a cut leaves rows undecoded."""
-    pixels = np.random.default_rng(11).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
-
-
-def jpeg_with_garbage() -> bytes:
-    data = bytearray(encode(noisy_image(), "JPEG", quality=90))
-    start = entropy_coded_start(bytes(data))
-    garbage = np.random.default_rng(5).integers(0, 255, 600, dtype=np.uint8)  # never 0xFF
-    data[start + 200 : start + 800] = garbage.tobytes()
-    return bytes(data)
-
-
-def png_declaring_rows(rows: int, of: int, width: int = 64) -> bytes:
-    """A grey PNG whose header says `of` rows over a zlib stream, complete, of `rows` rows."""
-    return handmade_png(width, of, 8, 0, (b"\x00" + bytes(range(width))) * rows)
 
 
 # Pillow decodes each of these without a word (the JPEGs and the non-interlaced PNGs even while

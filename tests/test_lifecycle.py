@@ -17,8 +17,10 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from tests.images import image_bytes
+from tests.in_process import running, settled_readiness
+from tests.problems import assert_problem
 from tests.served import free_port, wait_until_ready
-from tests.test_api import assert_problem, image_bytes, running, settled_readiness
 
 from facedemo import cli
 from facedemo.api import create_app

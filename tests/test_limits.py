@@ -12,8 +12,9 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from tests.test_api import assert_problem, image_bytes, running, settled_readiness
-from tests.test_imaging import encode
+from tests.images import encode, image_bytes
+from tests.in_process import running, settled_readiness
+from tests.problems import assert_problem
 
 from facedemo.api import create_app
 from facedemo.api.limits import PART_ALLOWANCE_BYTES, UploadLimits

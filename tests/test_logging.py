@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from tests.test_api import assert_problem, image_bytes
+from tests.images import image_bytes
+from tests.problems import assert_problem
 
 from facedemo.api.state import ServiceState
 from facedemo.config import Settings

@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client.parser import text_string_to_metric_families
-from tests.test_api import image_bytes, running, settled_readiness
+from tests.images import image_bytes
+from tests.in_process import running, settled_readiness
+from tests.metrics import scrape, value
 
 from facedemo.api import create_app
 from facedemo.api.prometheus import ServiceMetrics
@@ -18,8 +19,6 @@ from facedemo.manifest import CLASSIFIER_NAME, REGRESSOR_NAME
 
 pytestmark = pytest.mark.anyio
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 @pytest.fixture(scope="module")
 async def client(tiny_models_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
@@ -27,22 +26,6 @@ async def client(tiny_models_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
     async with running(app) as client:
         assert (await settled_readiness(client)).status_code == 200
         yield client
-
-
-async def scrape(client: httpx.AsyncClient) -> Samples:
-    """Every sample of /metrics by (name, labels); checks the text parses as Prometheus'."""
-    response = await client.get("/metrics")
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, metric: str, /, **labels: str) -> float:
-    return samples.get((metric, frozenset(labels.items())), 0.0)
 
 
 async def predict(client: httpx.AsyncClient) -> httpx.Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,13 +9,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 from PIL import Image
+from tests.images import encode, noise_image
 
 from facedemo.config import Settings
 from facedemo.detect_mode import DetectMode
 from facedemo.errors import ImageDecodeError, ImageTooLarge
 from facedemo.imaging import decode_image, resize_rgb
 from facedemo.manifest import AGE_BUCKET_LABELS, CLASSIFIER_NAME, GENDER_LABELS, REGRESSOR_NAME
-from facedemo.pipeline import ImagePrediction, Pipeline, WorkStopped
+from facedemo.pipeline import Pipeline, WorkStopped
 from facedemo.schemas import PredictResponse
 
 if TYPE_CHECKING:
@@ -27,17 +27,6 @@ EXIF_ORIENTATION_TAG = 0x0112
 SKIP = DetectMode.SKIP
 
 
-def encode(image: np.ndarray, image_format: str, **params: object) -> bytes:
-    """An RGB uint8 array as the bytes of an image file."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format=image_format, **params)
-    return buffer.getvalue()
-
-
-def noise_image(height: int, width: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
 @pytest.fixture(scope="module")
 def pipeline(tiny_registry: Registry, tiny_models_dir: Path) -> Pipeline:
     return Pipeline(tiny_registry, Settings(models_dir=tiny_models_dir))
@@ -46,7 +35,7 @@ def pipeline(tiny_registry: Registry, tiny_models_dir: Path) -> Pipeline:
 def test_skip_mode_predicts_the_whole_image_as_one_face(pipeline: Pipeline) -> None:
     result = pipeline.predict_image(encode(noise_image(30, 40, seed=1), "PNG"), DetectMode.SKIP)
 
-    assert isinstance(result, ImagePrediction)
+    assert isinstance(result, PredictResponse)
     assert (result.image.width, result.image.height) == (40, 30)
     assert len(result.faces) == 1
     face = result.faces[0]
@@ -57,10 +46,11 @@ def test_skip_mode_predicts_the_whole_image_as_one_face(pipeline: Pipeline) -> N
     assert face.age.bucket == max(
         face.age.bucket_probabilities, key=face.age.bucket_probabilities.__getitem__
     )
-    assert list(face.gender.probabilities) == list(GENDER_LABELS)
-    assert sum(face.gender.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
-    assert face.gender.confidence == max(face.gender.probabilities.values()) >= 0.5
-    assert face.gender.probabilities[face.gender.label] == face.gender.confidence
+    genders = face.gender.probabilities.model_dump()
+    assert list(genders) == list(GENDER_LABELS)
+    assert sum(genders.values()) == pytest.approx(1.0, abs=1e-3)
+    assert face.gender.confidence == max(genders.values()) >= 0.5
+    assert genders[face.gender.label] == face.gender.confidence
     assert face.age.interval.level == pytest.approx(0.8)
     assert 0.0 <= face.age.interval.low <= face.age.interval.high <= 100.0
     assert 0.0 <= face.age.years <= 100.0
@@ -83,7 +73,7 @@ def test_results_are_the_registry_rows_for_the_resized_image(
     assert list(face.age.bucket_probabilities.values()) == pytest.approx(
         expected.bucket_probabilities[0].tolist(), abs=1e-4
     )
-    assert list(face.gender.probabilities.values()) == pytest.approx(
+    assert list(face.gender.probabilities.model_dump().values()) == pytest.approx(
         expected.gender_probabilities[0].tolist(), abs=1e-4
     )
     assert face.age.years == pytest.approx(float(expected.age_years[0]), abs=0.05)
@@ -135,14 +125,14 @@ def test_pixel_limit_comes_from_the_settings(
         small.predict_image(encode(noise_image(20, 20, seed=5), "PNG"))
 
 
-def test_response_schema_carries_the_prediction(pipeline: Pipeline) -> None:
-    prediction = pipeline.predict_image(encode(noise_image(24, 24, seed=6), "PNG"), SKIP)
+def test_each_answer_has_its_own_request_id(pipeline: Pipeline) -> None:
+    data = encode(noise_image(24, 24, seed=6), "PNG")
+    prediction, other = (pipeline.predict_image(data, SKIP) for _ in range(2))
 
-    response = PredictResponse.from_prediction(prediction, request_id="abc")
-    other = PredictResponse.from_prediction(prediction)
+    response = prediction.model_copy(update={"request_id": "abc"})
 
     assert response.request_id == "abc"
-    assert other.request_id != response.request_id and len(other.request_id) == 32
+    assert other.request_id != prediction.request_id and len(other.request_id) == 32
     document = response.model_dump(mode="json")
     assert document["image"] == {"width": 24, "height": 24}
     face = document["faces"][0]

@@ -11,22 +11,25 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
-from tests.test_pipeline import SKIP, encode, noise_image
+from tests.images import encode, noise_image
 
 from facedemo.batching import BatchingPredictor
 from facedemo.config import Settings
 from facedemo.detect_mode import DetectMode
 from facedemo.errors import DeadlineExceededError, ImageDecodeError, OverloadedError
-from facedemo.pipeline import ImagePrediction, LocatedImage, Pipeline
+from facedemo.pipeline import LocatedImage, Pipeline
+from facedemo.schemas import PredictResponse
 from facedemo.serving import Lane, MemoryBudget, Serving
 
 if TYPE_CHECKING:
     from facedemo.registry import Registry
 
 BIG_BUDGET = 1 << 40
+# These tests use noise images as face crops; detect=auto is tested in test_detection.py.
+SKIP = DetectMode.SKIP
 
 
-def faces_without_timings(prediction: ImagePrediction) -> tuple[object, ...]:
+def faces_without_timings(prediction: PredictResponse) -> tuple[object, ...]:
     return (prediction.models, prediction.image, prediction.faces)
 
 
@@ -97,7 +100,7 @@ def test_served_predictions_answer_like_the_synchronous_ones(
             batcher.stop()
 
     assert faces_without_timings(single) == faces_without_timings(expected[0])
-    assert isinstance(several[0], ImagePrediction) and isinstance(several[1], ImagePrediction)
+    assert isinstance(several[0], PredictResponse) and isinstance(several[1], PredictResponse)
     assert [faces_without_timings(p) for p in several[:2]] == [
         faces_without_timings(p) for p in expected
     ]
@@ -232,8 +235,8 @@ def test_heavy_images_do_not_hold_up_cheap_ones(
         held.release.set()
         serving.shutdown()
 
-    assert isinstance(cheap, ImagePrediction)
-    assert sum(isinstance(outcome, ImagePrediction) for outcome in heavy) == 5
+    assert isinstance(cheap, PredictResponse)
+    assert sum(isinstance(outcome, PredictResponse) for outcome in heavy) == 5
     [refused] = [outcome for outcome in heavy if isinstance(outcome, OverloadedError)]
     assert "heavy-decode thread" in str(refused)
 
@@ -247,7 +250,7 @@ def test_decoding_is_charged_to_the_memory_budget(
     budget = MemoryBudget(price + 100)
     serving = serving_for(tiny_registry, tiny_models_dir, budget=budget)
     try:
-        assert isinstance(anyio.run(serving.predict_image, image, SKIP), ImagePrediction)
+        assert isinstance(anyio.run(serving.predict_image, image, SKIP), PredictResponse)
         assert budget.reserved_bytes == 0  # given back once decoded
         held = budget.reserve(200, "another request")
         with pytest.raises(OverloadedError, match="decoding this image needs"):

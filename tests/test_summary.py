@@ -5,14 +5,24 @@ from __future__ import annotations
 import pytest
 
 from facedemo.manifest import AGE_BUCKET_LABELS
-from facedemo.pipeline import AgeEstimate, AgeInterval, Box, FaceResult, GenderEstimate
-from facedemo.summary import CrowdSummary, ImageCounts, summarize
+from facedemo.schemas import (
+    AgeEstimate,
+    AgeInterval,
+    BatchSummary,
+    Box,
+    Face,
+    GenderEstimate,
+    GenderProbabilities,
+    GenderShares,
+    ImageCounts,
+)
+from facedemo.summary import summarize
 
 
-def face(years: float, bucket: str, gender: str) -> FaceResult:
+def face(years: float, bucket: str, gender: str) -> Face:
     """A face with the given age, most probable bucket and gender; the rest does not matter."""
     other = "female" if gender == "male" else "male"
-    return FaceResult(
+    return Face(
         box=Box(x=0, y=0, width=10, height=10),
         detection_confidence=None,
         landmarks=None,
@@ -23,7 +33,9 @@ def face(years: float, bucket: str, gender: str) -> FaceResult:
             bucket_probabilities=dict.fromkeys(AGE_BUCKET_LABELS, 0.2),
         ),
         gender=GenderEstimate(
-            label=gender, confidence=0.9, probabilities={gender: 0.9, other: 0.1}
+            label=gender,
+            confidence=0.9,
+            probabilities=GenderProbabilities(**{gender: 0.9, other: 0.1}),
         ),
     )
 
@@ -37,12 +49,12 @@ def test_three_faces() -> None:
 
     summary = summarize(faces, images_ok=2, images_failed=1)
 
-    assert summary == CrowdSummary(
+    assert summary == BatchSummary(
         faces=3,
         images=ImageCounts(ok=2, failed=1),
         mean_age=31.8,  # 95.5 / 3 = 31.833...
         median_age=30.0,
-        gender_shares={"male": 0.3333, "female": 0.6667},
+        gender_shares=GenderShares(male=0.3333, female=0.6667),
         bucket_histogram={"0-24": 1, "25-49": 2, "50-74": 0, "75-99": 0, "100-124": 0},
     )
 
@@ -59,7 +71,7 @@ def test_even_count_median_is_the_mean_of_the_middle_two() -> None:
 
     assert summary.median_age == 51.0  # sorted 18, 40, 62, 80: (40 + 62) / 2
     assert summary.mean_age == 50.0  # 200 / 4
-    assert summary.gender_shares == {"male": 0.75, "female": 0.25}
+    assert summary.gender_shares == GenderShares(male=0.75, female=0.25)
     assert list(summary.bucket_histogram.items()) == [
         ("0-24", 1),
         ("25-49", 1),
@@ -78,7 +90,7 @@ def test_mean_is_rounded_to_one_decimal() -> None:
 
     assert summary.mean_age == 10.0  # 30.1 / 3 = 10.0333...
     assert summary.median_age == 10.0
-    assert summary.gender_shares == {"male": 0.0, "female": 1.0}
+    assert summary.gender_shares == GenderShares(male=0.0, female=1.0)
 
 
 def test_no_faces_gives_nulls_and_an_empty_histogram() -> None:

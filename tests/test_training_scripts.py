@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from tests.bundles import write_tiny_bundles
-from tests.test_wiki import write_metadata
-from tests.test_wiki_chips import write_photos
+from tests.wiki_data import write_metadata, write_photos
 
 from facedemo.manifest import (
     CLASSIFIER_NAME,

@@ -7,22 +7,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tests.test_wiki import ROWS, write_metadata
+from tests.wiki_data import ROWS, write_metadata, write_photos
 
 from train.utkface import ArraySet, concatenate
 from train.wiki_chips import load_chips, wiki_training_rows
 
 SIZE = 16
-
-
-def write_photos(mat_path: Path) -> None:
-    """Real (PNG) images for the rows that pass the metadata filters, each a light grey."""
-    for row, (name, *_rest, reason) in enumerate(ROWS):
-        if reason == "kept":
-            grey = 100 + 10 * row
-            buffer = io.BytesIO()
-            Image.new("RGB", (40, 30), (grey, grey, grey)).save(buffer, "PNG")
-            (mat_path.parent / name).write_bytes(buffer.getvalue())
 
 
 def grey_chip_unless_dark(image: np.ndarray) -> np.ndarray | None:

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from facedemo.accuracy import buckets_of
+from facedemo.age_distribution import Tempering
 from facedemo.manifest import AGE_BUCKET_LABELS, CLASSIFIER_NAME, GENDER_LABELS
 from train import model_card
 from train.age_targets import (
@@ -33,18 +34,14 @@ from train.age_targets import (
     age_distribution_loss,
     expected_age_mae,
 )
-from train.architectures import ARCHITECTURES, classifier_model, count_flops
-from train.bundle import write_bundle
+from train.architectures import ARCHITECTURES, classifier_model
+from train.bundle_run import BundleRecipe, train_and_write_bundle
 from train.common import (
     base_parser,
     bucket_weights,
-    log,
     prepare,
-    trained_fields,
-    training_record,
-    validation_report,
 )
-from train.objectives import Objectives, train_model
+from train.objectives import Objectives
 from train.utkface import ArraySet
 
 BUCKET_WEIGHT_POWER = 0.5  # inverse-sqrt bucket frequency: rare old-age buckets count more
@@ -70,12 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     data = prepare(args)
     train = data.splits["train"]
-    calibration, validation = data.splits["calibration"], data.splits["validation"]
-
     model = classifier_model(
         args.size, args.width, args.dropout, AGES, args.architecture, args.stem_stride
     )
-    log(f"model: {model.count_params()} parameters, {count_flops(model) / 1e6:.1f} MFLOPs per face")
     bucket_weight = bucket_weights(train.ages, BUCKET_WEIGHT_POWER)
     objectives = Objectives(
         losses={
@@ -95,31 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             "gender": np.ones_like(bucket_weight),
             "age_logits": bucket_weights(train.ages, AGE_WEIGHT_POWER),
         },
-        validation_targets=targets(validation),
+        validation_targets=targets(data.splits["validation"]),
     )
-    budget = train_model(model, args, objectives, train, validation)
-    report, tempering = validation_report(model, calibration, validation)
-    log(
-        f"validation: gender {report['gender_accuracy']}, bucket {report['age_bucket_accuracy']}, "
-        f"auxiliary age MAE {report['age_mae']} (n={report['n']})"
+    return train_and_write_bundle(
+        RECIPE, args, argv, data, model, objectives, train=train, started=started
     )
-    training = training_record(
-        args, data, budget, time.monotonic() - started, "train.classifier", argv
-    )
-    manifest_fields: dict[str, Any] = {
-        "name": CLASSIFIER_NAME,
-        "task": "age-gender-classification",
-        "outputs": {
-            "age_bucket": {"kind": "probabilities", "labels": list(AGE_BUCKET_LABELS)},
-            "gender": {"kind": "probabilities", "labels": list(GENDER_LABELS)},
-            "age_logits": AGE_LOGITS_SPEC.model_dump(),
-        },
-        **trained_fields(args, model, tempering, report, training),
-    }
-    card = render_card(args, manifest_fields)
-    bundle = write_bundle(args.models_dir, model, manifest_fields, card)
-    log(f"wrote {bundle}")
-    return 0
 
 
 def render_card(args: argparse.Namespace, manifest_fields: dict[str, Any]) -> str:
@@ -150,6 +124,30 @@ def render_card(args: argparse.Namespace, manifest_fields: dict[str, Any]) -> st
             "profile views, occlusion, heavy make-up or low light reduce accuracy.",
         ],
     )
+
+
+def _summary(report: dict[str, Any], tempering: Tempering) -> str:
+    del tempering  # the auxiliary age head's tempering is in the manifest
+    return (
+        f"gender {report['gender_accuracy']}, bucket {report['age_bucket_accuracy']}, "
+        f"auxiliary age MAE {report['age_mae']}"
+    )
+
+
+RECIPE = BundleRecipe(
+    script="train.classifier",
+    manifest={
+        "name": CLASSIFIER_NAME,
+        "task": "age-gender-classification",
+        "outputs": {
+            "age_bucket": {"kind": "probabilities", "labels": list(AGE_BUCKET_LABELS)},
+            "gender": {"kind": "probabilities", "labels": list(GENDER_LABELS)},
+            "age_logits": AGE_LOGITS_SPEC.model_dump(),
+        },
+    },
+    summary=_summary,
+    render_card=render_card,
+)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from facedemo.age_distribution import Tempering
 from facedemo.manifest import GENDER_LABELS, REGRESSOR_NAME
 from train import model_card
 from train.age_targets import (
@@ -41,18 +42,15 @@ from train.age_targets import (
     age_distribution_loss,
     expected_age_mae,
 )
-from train.architectures import ARCHITECTURES, count_flops, regressor_model
-from train.bundle import write_bundle
+from train.architectures import ARCHITECTURES, regressor_model
+from train.bundle_run import BundleRecipe, train_and_write_bundle
 from train.common import (
     base_parser,
     bucket_weights,
     log,
     prepare,
-    trained_fields,
-    training_record,
-    validation_report,
 )
-from train.objectives import Objectives, train_model
+from train.objectives import Objectives
 from train.utkface import ArraySet, concatenate
 from train.wiki_chips import wiki_training_rows
 
@@ -85,12 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         wiki, extra_data = wiki_training_rows(args.wiki, args.size, args.cache_dir)
         train = concatenate(train, wiki)
         log(f"IMDB-WIKI: {extra_data}; training on {len(train.names)} faces")
-    calibration, validation = data.splits["calibration"], data.splits["validation"]
-
     model = regressor_model(
         args.size, args.width, args.dropout, AGES, args.architecture, args.stem_stride
     )
-    log(f"model: {model.count_params()} parameters, {count_flops(model) / 1e6:.1f} MFLOPs per face")
     age_weight = bucket_weights(train.ages, BUCKET_WEIGHT_POWER)
     objectives = Objectives(
         losses={
@@ -101,31 +96,19 @@ def main(argv: list[str] | None = None) -> int:
         metrics={"age_logits": [expected_age_mae], "gender": ["accuracy"]},
         train_targets=targets(train),
         train_weights={"age_logits": age_weight, "gender": np.ones_like(age_weight)},
-        validation_targets=targets(validation),
+        validation_targets=targets(data.splits["validation"]),
     )
-    budget = train_model(model, args, objectives, train, validation)
-    report, tempering = validation_report(model, calibration, validation)
-    log(
-        f"validation: MAE {report['age_mae']}, 80% coverage {report['age_interval_coverage']}, "
-        f"auxiliary gender {report['gender_accuracy']}, {tempering} "
-        f"(n={report['n']})"
+    return train_and_write_bundle(
+        RECIPE,
+        args,
+        argv,
+        data,
+        model,
+        objectives,
+        train=train,
+        started=started,
+        extra_record={"extra_training_data": extra_data},
     )
-    training = training_record(
-        args, data, budget, time.monotonic() - started, "train.regressor", argv
-    ) | {"extra_training_data": extra_data}
-    manifest_fields: dict[str, Any] = {
-        "name": REGRESSOR_NAME,
-        "task": "age-regression",
-        "outputs": {
-            "age_logits": AGE_LOGITS_SPEC.model_dump(),
-            "gender": {"kind": "probabilities", "labels": list(GENDER_LABELS)},
-        },
-        **trained_fields(args, model, tempering, report, training),
-    }
-    card = render_card(args, manifest_fields)
-    bundle = write_bundle(args.models_dir, model, manifest_fields, card)
-    log(f"wrote {bundle}")
-    return 0
 
 
 def render_card(args: argparse.Namespace, manifest_fields: dict[str, Any]) -> str:
@@ -157,6 +140,28 @@ def render_card(args: argparse.Namespace, manifest_fields: dict[str, Any]) -> st
             "poses reduce accuracy.",
         ],
     )
+
+
+def _summary(report: dict[str, Any], tempering: Tempering) -> str:
+    return (
+        f"MAE {report['age_mae']}, 80% coverage {report['age_interval_coverage']}, "
+        f"auxiliary gender {report['gender_accuracy']}, {tempering}"
+    )
+
+
+RECIPE = BundleRecipe(
+    script="train.regressor",
+    manifest={
+        "name": REGRESSOR_NAME,
+        "task": "age-regression",
+        "outputs": {
+            "age_logits": AGE_LOGITS_SPEC.model_dump(),
+            "gender": {"kind": "probabilities", "labels": list(GENDER_LABELS)},
+        },
+    },
+    summary=_summary,
+    render_card=render_card,
+)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from facedemo.errors import DeadlineExceededError, NotReadyError, OverloadedErro
 if TYPE_CHECKING:
     # Types only: the registry (and TensorFlow) come after the batcher in the flow of the house.
     from facedemo.config import Settings
-    from facedemo.registry import FacePredictions
+    from facedemo.head_combination import FacePredictions
 
 WORKER_NAME = "facedemo-batcher"
 

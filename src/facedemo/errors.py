@@ -1,29 +1,29 @@
-"""The exception tree of facedemo. `api/problems.py` is the one place that maps it to HTTP.
+"""The exception tree of facedemo; it knows no HTTP: `api/problems.py` gives each its status.
 
-    FacedemoError                      code                     HTTP
-    ├── InputError                     bad_input                400
-    │   ├── ImageDecodeError           image_undecodable        400
-    │   │   ├── EmptyUpload            empty_file               400
-    │   │   ├── ImageTruncated         image_truncated          400
-    │   │   └── ImageCorrupt           image_corrupt            400
-    │   ├── UnsupportedImageFormat     unsupported_image_format 415
-    │   ├── ImageTooLarge              image_too_large          413
-    │   ├── ImageTooExpensive          image_too_expensive      413
-    │   ├── UploadTooLarge             upload_too_large         413
-    │   ├── TooManyFiles               too_many_files           413
-    │   ├── UnsupportedMediaType       unsupported_media_type   415
-    │   └── MalformedMultipart         malformed_multipart      400
-    ├── ModelError                     model_error              500
-    │   ├── BundleError                bad_bundle               503
-    │   ├── UnknownModelError          unknown_model            404
-    │   └── DeviceUnavailableError     device_unavailable       503
-    ├── NotReadyError                  not_ready                503
-    ├── OverloadedError                overloaded               503  + Retry-After
-    │   └── DeadlineExceededError      deadline_exceeded        503  + Retry-After
-    └── AuthenticationError            unauthorized             401
+    FacedemoError                      code
+    ├── InputError                     bad_input
+    │   ├── ImageDecodeError           image_undecodable
+    │   │   ├── EmptyUpload            empty_file
+    │   │   ├── ImageTruncated         image_truncated
+    │   │   └── ImageCorrupt           image_corrupt
+    │   ├── UnsupportedImageFormat     unsupported_image_format
+    │   ├── ImageTooLarge              image_too_large
+    │   ├── ImageTooExpensive          image_too_expensive
+    │   ├── UploadTooLarge             upload_too_large
+    │   ├── TooManyFiles               too_many_files
+    │   ├── UnsupportedMediaType       unsupported_media_type
+    │   └── MalformedMultipart         malformed_multipart
+    ├── ModelError                     model_error
+    │   ├── BundleError                bad_bundle
+    │   ├── UnknownModelError          unknown_model
+    │   └── DeviceUnavailableError     device_unavailable
+    ├── NotReadyError                  not_ready
+    ├── OverloadedError                overloaded
+    │   └── DeadlineExceededError      deadline_exceeded
+    └── AuthenticationError            unauthorized
 
-Each class carries a stable `code` (clients branch on it), a `title` and the HTTP `status`; an
-error with a `retry_after` (seconds) is answered with a `Retry-After` header.
+Each class carries a stable `code` (clients branch on it) and a `title`; an error with a
+`retry_after` (seconds) says how long a client should wait before trying again.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ class FacedemoError(Exception):
 
     code = "facedemo_error"
     title = "Internal error"
-    status = 500
     retry_after: int | None = None  # seconds a client should wait before trying again
 
     def __init__(self, detail: str) -> None:
@@ -49,7 +48,6 @@ class InputError(FacedemoError):
 
     code = "bad_input"
     title = "Bad input"
-    status = 400
 
 
 class ImageDecodeError(InputError):
@@ -85,7 +83,6 @@ class UnsupportedImageFormat(InputError):
 
     code = "unsupported_image_format"
     title = "Unsupported image format"
-    status = 415
 
 
 class ImageTooLarge(InputError):
@@ -93,7 +90,6 @@ class ImageTooLarge(InputError):
 
     code = "image_too_large"
     title = "Image has too many pixels"
-    status = 413
 
 
 class ImageTooExpensive(InputError):
@@ -102,7 +98,6 @@ class ImageTooExpensive(InputError):
 
     code = "image_too_expensive"
     title = "Image too expensive to decode"
-    status = 413
 
 
 class UploadTooLarge(InputError):
@@ -110,7 +105,6 @@ class UploadTooLarge(InputError):
 
     code = "upload_too_large"
     title = "Upload too large"
-    status = 413
 
 
 class TooManyFiles(InputError):
@@ -118,7 +112,6 @@ class TooManyFiles(InputError):
 
     code = "too_many_files"
     title = "Too many files"
-    status = 413
 
 
 class UnsupportedMediaType(InputError):
@@ -126,7 +119,6 @@ class UnsupportedMediaType(InputError):
 
     code = "unsupported_media_type"
     title = "Unsupported media type"
-    status = 415
 
 
 class MalformedMultipart(InputError):
@@ -141,7 +133,6 @@ class ModelError(FacedemoError):
 
     code = "model_error"
     title = "Model error"
-    status = 500
 
 
 class BundleError(ModelError):
@@ -149,7 +140,6 @@ class BundleError(ModelError):
 
     code = "bad_bundle"
     title = "Model bundle is unusable"
-    status = 503
 
 
 class UnknownModelError(ModelError):
@@ -157,7 +147,6 @@ class UnknownModelError(ModelError):
 
     code = "unknown_model"
     title = "Unknown model"
-    status = 404
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
         known_names = sorted(known)
@@ -173,7 +162,6 @@ class DeviceUnavailableError(ModelError):
 
     code = "device_unavailable"
     title = "Requested device is not available"
-    status = 503
 
 
 class NotReadyError(FacedemoError):
@@ -181,7 +169,6 @@ class NotReadyError(FacedemoError):
 
     code = "not_ready"
     title = "Service not ready"
-    status = 503
 
 
 class OverloadedError(FacedemoError):
@@ -189,7 +176,6 @@ class OverloadedError(FacedemoError):
 
     code = "overloaded"
     title = "Service overloaded"
-    status = 503
 
     def __init__(self, detail: str, retry_after: int = 1) -> None:
         super().__init__(detail)
@@ -208,4 +194,3 @@ class AuthenticationError(FacedemoError):
 
     code = "unauthorized"
     title = "Missing or invalid API key"
-    status = 401

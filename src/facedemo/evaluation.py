@@ -25,14 +25,14 @@ from facedemo.accuracy import RACE_LABELS, Estimates, Labels, evaluation_report
 from facedemo.detect_mode import DetectMode
 from facedemo.errors import InputError
 from facedemo.manifest import AGE_BUCKET_LABELS, GENDER_LABELS
-from facedemo.pipeline import FaceResult, LocatedImage, Pipeline
+from facedemo.pipeline import LocatedImage, Pipeline
+from facedemo.schemas import Face
 from facedemo.utkface_names import IMAGE_SUFFIXES, parse_name
 
 # Images per registry call: large enough that the per-call overhead vanishes, small enough that a
 # group of decoded crops stays a few megabytes.
 GROUP_SIZE = 64
 DECODE_WORKERS = 2
-CSV_COLUMNS = ("path", "age", "gender", "race")
 NOT_A_UTKFACE_NAME = "no age and gender in the file name (not a UTKFace name)"
 
 Progress = Callable[[int, int], None]
@@ -159,7 +159,7 @@ def evaluate(
     started = time.perf_counter()
     files = labelled.files[:limit] if limit else labelled.files
     errors = [{"file": name, "error": NOT_A_UTKFACE_NAME} for name in labelled.unlabelled]
-    measured: list[tuple[LabelledFile, FaceResult]] = []
+    measured: list[tuple[LabelledFile, Face]] = []
     no_face = 0
     done = 0
     for group, outcomes in _located_groups(pipeline, files, detect):
@@ -220,12 +220,12 @@ def _locate_file(pipeline: Pipeline, path: Path, detect: DetectMode) -> LocatedI
         return error.detail
 
 
-def _face_area(face: FaceResult) -> int:
+def _face_area(face: Face) -> int:
     return face.box.width * face.box.height
 
 
 def _labels_and_estimates(
-    measured: list[tuple[LabelledFile, FaceResult]],
+    measured: list[tuple[LabelledFile, Face]],
 ) -> tuple[Labels, Estimates]:
     files = [file for file, _ in measured]
     faces = [face for _, face in measured]

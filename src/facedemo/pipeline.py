@@ -2,8 +2,11 @@
 
 `Pipeline.predict_image` decodes an upload safely, finds the face crops (for `DetectMode.SKIP`
 the whole image is one face), runs every crop through the registry in one batch and assembles one
-`FaceResult` per face. `Pipeline.predict_images` does the same for several images with one
+`Face` per face. `Pipeline.predict_images` does the same for several images with one
 registry call over all their faces. Both are synchronous and CPU/GPU bound.
+
+The answers are the API's own types (schemas.py): an image's answer is the `PredictResponse`
+that POST /predict sends, so one type goes from the models to the JSON.
 
 The steps are public for callers that schedule them themselves (serving.py, `facedemo
 evaluate`): `price` (the header only: what decoding will cost), `locate` (decode and find the
@@ -33,13 +36,28 @@ from facedemo.imaging import (
     resize_rgb,
 )
 from facedemo.manifest import AGE_BUCKET_LABELS, GENDER_LABELS
+from facedemo.schemas import (
+    AgeEstimate,
+    AgeInterval,
+    Box,
+    Face,
+    GenderEstimate,
+    GenderProbabilities,
+    ImageSize,
+    Landmarks,
+    ModelRef,
+    Point,
+    PredictResponse,
+    Timings,
+)
 
 if TYPE_CHECKING:
     # Only for type hints: importing the registry imports TensorFlow, which `facedemo --help` and
     # the schemas should not pay for.
     from facedemo.batching import BatchingPredictor
     from facedemo.detection import Detection, Detector
-    from facedemo.registry import FacePredictions, Registry
+    from facedemo.head_combination import FacePredictions
+    from facedemo.registry import Registry
 
 # Probabilities are reported to 4 decimals, ages and intervals to 1: more digits are noise.
 PROBABILITY_DIGITS = 4
@@ -52,35 +70,6 @@ class WorkStopped(Exception):
 
 
 @dataclass(frozen=True)
-class Box:
-    """A face's rectangle in pixels of the decoded (EXIF-rotated) image."""
-
-    x: int
-    y: int
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class Point:
-    """A landmark position in pixels of the decoded image."""
-
-    x: float
-    y: float
-
-
-@dataclass(frozen=True)
-class Landmarks:
-    """The five facial landmarks a detector reports."""
-
-    left_eye: Point
-    right_eye: Point
-    nose: Point
-    mouth_left: Point
-    mouth_right: Point
-
-
-@dataclass(frozen=True)
 class FaceRegion:
     """A located face: where it is, and its crop at the models' input size."""
 
@@ -88,81 +77,6 @@ class FaceRegion:
     crop: np.ndarray  # uint8 (height, width, 3) at Registry.input_size
     detection_confidence: float | None = None
     landmarks: Landmarks | None = None
-
-
-@dataclass(frozen=True)
-class AgeInterval:
-    """Central interval of the age distribution holding `level` of its probability."""
-
-    low: float
-    high: float
-    level: float
-
-
-@dataclass(frozen=True)
-class AgeEstimate:
-    """Age in years with its interval, and the classifier's age bucket."""
-
-    years: float
-    interval: AgeInterval
-    bucket: str
-    bucket_probabilities: dict[str, float]
-
-
-@dataclass(frozen=True)
-class GenderEstimate:
-    """The more probable gender label, its probability, and both probabilities."""
-
-    label: str
-    confidence: float
-    probabilities: dict[str, float]
-
-
-@dataclass(frozen=True)
-class FaceResult:
-    """Everything predicted for one face."""
-
-    box: Box
-    detection_confidence: float | None
-    landmarks: Landmarks | None
-    age: AgeEstimate
-    gender: GenderEstimate
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """A loaded model's name and version."""
-
-    name: str
-    version: str
-
-
-@dataclass(frozen=True)
-class ImageSize:
-    """Width and height of the decoded image in pixels."""
-
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class Timings:
-    """Milliseconds spent in each stage, and in total."""
-
-    decode: float
-    detect: float
-    inference: float
-    total: float
-
-
-@dataclass(frozen=True)
-class ImagePrediction:
-    """The pipeline's answer for one image."""
-
-    models: list[ModelVersion]
-    image: ImageSize
-    faces: list[FaceResult]
-    timings_ms: Timings
 
 
 @dataclass(frozen=True)
@@ -195,18 +109,18 @@ class Pipeline:
         self._detector = detector
         self._batcher = batcher
         self._models = [
-            ModelVersion(name=name, version=manifest.version)
+            ModelRef(name=name, version=manifest.version)
             for name, manifest in sorted(registry.manifests().items())
         ]
 
     @property
-    def models(self) -> list[ModelVersion]:
+    def models(self) -> list[ModelRef]:
         """Names and versions of the models this pipeline runs."""
         return list(self._models)
 
     def predict_image(
         self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE
-    ) -> ImagePrediction:
+    ) -> PredictResponse:
         """Decode `data`, locate faces as `detect` says, and predict age and gender for each.
 
         Raises the imaging errors (ImageDecodeError, UnsupportedImageFormat, ImageTooLarge) for
@@ -217,7 +131,7 @@ class Pipeline:
 
     def predict_images(
         self, images: Sequence[bytes], detect: DetectMode = DEFAULT_DETECT_MODE
-    ) -> list[ImagePrediction | FacedemoError]:
+    ) -> list[PredictResponse | FacedemoError]:
         """Predict several images with one registry call over all their faces, in input order.
 
         An image with bad bytes gets its input error (ImageDecodeError, ...) in its place instead
@@ -279,7 +193,7 @@ class Pipeline:
         # a JPEG decoded at a reduced scale serves both, in a fraction of the time.
         return self._settings.detector_max_side if detect is DetectMode.AUTO else None
 
-    def predict_located(self, images: Sequence[LocatedImage]) -> list[list[FaceResult]]:
+    def predict_located(self, images: Sequence[LocatedImage]) -> list[list[Face]]:
         """Predict every face of several located images in one registry call; a list per image."""
         return self._faces(images, self.predict_crops(self.crops(images)))
 
@@ -309,18 +223,18 @@ class Pipeline:
 
     def _faces(
         self, images: Sequence[LocatedImage], predictions: FacePredictions
-    ) -> list[list[FaceResult]]:
+    ) -> list[list[Face]]:
         """The rows of `predictions` (one per crop of `images`) as results, a list per image."""
         regions = [region for image in images for region in image.regions]
         faces = [_face_result(region, predictions, row) for row, region in enumerate(regions)]
-        per_image: list[list[FaceResult]] = []
+        per_image: list[list[Face]] = []
         start = 0
         for image in images:
             per_image.append(faces[start : start + len(image.regions)])
             start += len(image.regions)
         return per_image
 
-    def _predict_all(self, images: Sequence[LocatedImage]) -> list[ImagePrediction]:
+    def _predict_all(self, images: Sequence[LocatedImage]) -> list[PredictResponse]:
         """`predict_located` with each image's size and timings: the answers of predict_image(s)."""
         started = time.perf_counter()
         faces_per_image = self.predict_located(images)
@@ -331,7 +245,7 @@ class Pipeline:
         images: Sequence[LocatedImage],
         predictions: FacePredictions,
         inference_seconds: float,
-    ) -> list[ImagePrediction]:
+    ) -> list[PredictResponse]:
         """Each image's prediction from the models' `predictions` for `crops(images)`, with the
         one model call's `inference_seconds` as every image's inference time."""
         return self._answers(images, self._faces(images, predictions), inference_seconds)
@@ -339,13 +253,13 @@ class Pipeline:
     def _answers(
         self,
         images: Sequence[LocatedImage],
-        faces_per_image: Sequence[list[FaceResult]],
+        faces_per_image: Sequence[list[Face]],
         inference_seconds: float,
-    ) -> list[ImagePrediction]:
+    ) -> list[PredictResponse]:
         """Each image's prediction, with the one model call's time as its inference time."""
         inference_ms = _milliseconds(inference_seconds)
         return [
-            ImagePrediction(
+            PredictResponse(
                 models=self.models,
                 image=image.image,
                 faces=faces,
@@ -387,8 +301,8 @@ def _located_only(outcomes: Sequence[LocatedImage | FacedemoError]) -> list[Loca
 
 
 def _in_input_order(
-    outcomes: Sequence[LocatedImage | FacedemoError], predictions: Sequence[ImagePrediction]
-) -> list[ImagePrediction | FacedemoError]:
+    outcomes: Sequence[LocatedImage | FacedemoError], predictions: Sequence[PredictResponse]
+) -> list[PredictResponse | FacedemoError]:
     """Each located image's prediction (in `predictions`, in order) or its error, as `outcomes`."""
     answers = iter(predictions)
     return [item if isinstance(item, FacedemoError) else next(answers) for item in outcomes]
@@ -409,24 +323,30 @@ def _detected_region(
     x1, y1, x2, y2 = np.array(detection.box) * [scale_x, scale_y, scale_x, scale_y]
     left, top = min(round(x1), width - 1), min(round(y1), height - 1)
     right, bottom = max(round(x2), left + 1), max(round(y2), top + 1)
-    points = [
+    left_eye, right_eye, nose, mouth_left, mouth_right = (
         Point(x=round(float(x), 1), y=round(float(y), 1))
         for x, y in detection.landmarks * [scale_x, scale_y]
-    ]
+    )
     return FaceRegion(
         box=Box(x=left, y=top, width=min(right, width) - left, height=min(bottom, height) - top),
         crop=align_face(image.pixels, detection.landmarks, input_size),
         detection_confidence=round(detection.confidence, PROBABILITY_DIGITS),
-        landmarks=Landmarks(*points),
+        landmarks=Landmarks(
+            left_eye=left_eye,
+            right_eye=right_eye,
+            nose=nose,
+            mouth_left=mouth_left,
+            mouth_right=mouth_right,
+        ),
     )
 
 
-def _face_result(region: FaceRegion, predictions: FacePredictions, row: int) -> FaceResult:
+def _face_result(region: FaceRegion, predictions: FacePredictions, row: int) -> Face:
     buckets = predictions.bucket_probabilities[row]
     genders = predictions.gender_probabilities[row]
     gender_index = int(np.argmax(genders))
     low, high = predictions.age_interval[row]
-    return FaceResult(
+    return Face(
         box=region.box,
         detection_confidence=region.detection_confidence,
         landmarks=region.landmarks,
@@ -443,7 +363,7 @@ def _face_result(region: FaceRegion, predictions: FacePredictions, row: int) -> 
         gender=GenderEstimate(
             label=GENDER_LABELS[gender_index],
             confidence=round(float(genders[gender_index]), PROBABILITY_DIGITS),
-            probabilities=_labelled(GENDER_LABELS, genders),
+            probabilities=GenderProbabilities(**_labelled(GENDER_LABELS, genders)),
         ),
     )
 

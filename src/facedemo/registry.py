@@ -4,17 +4,8 @@
 unless pinned), checks each bundle (files, manifest, sha256, output contract), loads the models
 with Keras' safe mode on the chosen device, compiles one `tf.function` per model and runs every
 padded batch size once, so the first request is as fast as the rest. `Registry.predict` runs a
-batch of face crops through both models and combines their heads into one answer per crop.
-
-How the heads combine (every bundle declares its heads in its manifest; the required ones are
-the classifier's `age_bucket` and `gender` and the regressor's `age_logits`):
-- age: every `age_logits` head, divided by the temperature fitted for it (which may grow with
-  the age the head gives a face: `age_distribution.head_temperatures`), pooled into one
-  distribution (`age_distribution.pooled`), whose mean is the age and whose central quantiles
-  are the interval;
-- gender: the mean of every `gender` head;
-- age bucket: a weighted mean of the classifier's `age_bucket` head and the age distribution's
-  mass per bucket (`BUCKET_HEAD_WEIGHT`).
+batch of face crops through both models and hands their heads to `head_combination`, which
+turns them into one answer per crop.
 """
 
 from __future__ import annotations
@@ -31,17 +22,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facedemo.age_distribution import (
-    Tempering,
-    bucket_mass,
-    distribution_summary,
-    head_temperatures,
-    pooled,
-)
 from facedemo.bundles import REQUIRED_MODELS, check_contract, find_bundle, read_manifest
 from facedemo.config import Settings
 from facedemo.devices import DeviceChoice, select_device
 from facedemo.errors import BundleError, NotReadyError, UnknownModelError
+from facedemo.head_combination import FacePredictions, HeadCombination
 from facedemo.manifest import (
     CLASSIFIER_NAME,
     MODEL_FILE,
@@ -55,24 +40,7 @@ logger = logging.getLogger(__name__)
 PADDED_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 MAX_BATCH_SIZE = PADDED_BATCH_SIZES[-1]
 
-# Share of the classifier's bucket head in the bucket answer; the rest is the age distribution's
-# mass per bucket. A quarter scores as well as none on the calibration split and keeps the bucket
-# head's better recall of the rare 75-99 bucket, for which it was trained with larger loss weights
-# (figures: docs/models.md, "Bucket decisions").
-BUCKET_HEAD_WEIGHT = 0.25
-
 ModelFunction = Callable[[tf.Tensor], dict[str, tf.Tensor]]
-
-
-@dataclass(frozen=True)
-class FacePredictions:
-    """Both models' answers for a batch of face crops, one row per crop."""
-
-    bucket_probabilities: np.ndarray  # (n, 5) float32: bucket head and age distribution
-    gender_probabilities: np.ndarray  # (n, 2) float32, [male, female], gender heads averaged
-    age_years: np.ndarray  # (n,) float32, expected age of the pooled distribution
-    age_interval: np.ndarray  # (n, 2) float32, [low, high]
-    interval_level: float  # probability mass of the central interval, e.g. 0.8
 
 
 # ----------------------------------------------------------------------------- loaded models
@@ -149,10 +117,7 @@ class Registry:
         self._device = device
         classifier = self._models[CLASSIFIER_NAME].manifest
         self._input_size = (classifier.input.height, classifier.input.width)
-        self._age_heads, self._interval_level = _age_heads(self.manifests())
-        self._gender_heads = [
-            name for name, loaded in self._models.items() if "gender" in loaded.manifest.outputs
-        ]
+        self._combination = HeadCombination.from_manifests(self.manifests())
 
     @classmethod
     def load(
@@ -284,23 +249,7 @@ class Registry:
             for name, result in results.items():
                 for output, values in result.items():
                     outputs[name][output][start:stop] = values.numpy()[: len(chunk)]
-        heads: list[tuple[np.ndarray, float | np.ndarray]] = []
-        for name, tempering in self._age_heads:
-            logits = outputs[name]["age_logits"]
-            heads.append((logits, head_temperatures(logits, *tempering)))
-        ages = pooled(heads)
-        years, interval = distribution_summary(ages, self._interval_level)
-        genders = np.mean([outputs[name]["gender"] for name in self._gender_heads], axis=0)
-        buckets = BUCKET_HEAD_WEIGHT * outputs[CLASSIFIER_NAME]["age_bucket"] + (
-            1 - BUCKET_HEAD_WEIGHT
-        ) * bucket_mass(ages)
-        return FacePredictions(
-            bucket_probabilities=buckets.astype(np.float32),
-            gender_probabilities=genders.astype(np.float32),
-            age_years=years,
-            age_interval=interval,
-            interval_level=self._interval_level,
-        )
+        return self._combination.combine(outputs)
 
 
 def stop_if_asked(stop: threading.Event | None) -> None:
@@ -313,27 +262,6 @@ def stop_if_asked(stop: threading.Event | None) -> None:
     """
     if stop is not None and stop.is_set():
         raise NotReadyError("loading stopped: the service is shutting down")
-
-
-def _age_heads(manifests: Mapping[str, Manifest]) -> tuple[list[tuple[str, Tempering]], float]:
-    """(model name, tempering) of every age head, and the interval level they share."""
-    heads, levels, ages = [], set(), set()
-    for name, manifest in manifests.items():
-        if "age_logits" not in manifest.outputs:
-            continue
-        where = f"{manifest.name} {manifest.version}"
-        if manifest.calibration is None:
-            raise BundleError(f"{where} has an age_logits head but no calibration")
-        calibration = manifest.calibration
-        heads.append((name, Tempering(calibration.temperature, calibration.age_exponent)))
-        levels.add(manifest.calibration.interval_level)
-        ages.add(len(manifest.outputs["age_logits"].labels))
-    if len(levels) != 1 or len(ages) != 1:
-        raise BundleError(
-            "the models' age heads must share one interval level and one age range; "
-            f"got levels {sorted(levels)} and {sorted(ages)} ages"
-        )
-    return heads, levels.pop()
 
 
 def _describe(value: object) -> str:

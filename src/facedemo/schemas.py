@@ -1,7 +1,8 @@
 """The JSON the service speaks: pydantic models of every response, with OpenAPI examples.
 
-The pipeline produces plain dataclasses; `PredictResponse.from_prediction` turns them into the
-typed response, so the API and `facedemo predict --json` print the same documents.
+These are the answer's only types: the pipeline builds a `PredictResponse` for each image (with
+its `Face`s, `AgeEstimate`s, ...) and `summary.py` a `BatchSummary`, and the API and `facedemo
+predict --json` send them as they are, so both print the same documents.
 
 `facedemo.client` parses answers into these same models, so this module must stay cheap to
 import: the pipeline (numpy, Pillow) is imported only where a method needs it.
@@ -9,17 +10,13 @@ import: the pipeline (numpy, Pillow) is imported only where a method needs it.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from facedemo.manifest import Manifest
-
-if TYPE_CHECKING:
-    from facedemo.pipeline import ImagePrediction, ModelVersion
 
 __all__ = [
     "PROBLEM_TYPE_BASE",
@@ -210,16 +207,6 @@ class PredictResponse(BaseModel):
     faces: list[Face] = Field(description="One entry per face; empty when none was found.")
     timings_ms: Timings
 
-    @classmethod
-    def from_prediction(
-        cls, prediction: ImagePrediction, request_id: str | None = None
-    ) -> PredictResponse:
-        """The response for one pipeline result; a fresh request id unless one is given."""
-        fields = dataclasses.asdict(prediction)
-        if request_id is not None:
-            fields["request_id"] = request_id
-        return cls.model_validate(fields)
-
 
 class DeviceInfo(BaseModel):
     """The device the models run on."""
@@ -398,8 +385,8 @@ class BatchPredictResponse(BaseModel):
     @classmethod
     def from_outcomes(
         cls,
-        models: Sequence[ModelVersion],
-        outcomes: Sequence[tuple[str | None, ImagePrediction | Problem]],
+        models: Sequence[ModelRef],
+        outcomes: Sequence[tuple[str | None, PredictResponse | Problem]],
         request_id: str | None = None,
     ) -> BatchPredictResponse:
         """The response for (filename, prediction or problem) pairs in upload order.
@@ -410,26 +397,27 @@ class BatchPredictResponse(BaseModel):
         for index, (filename, outcome) in enumerate(outcomes):
             if isinstance(outcome, Problem):
                 items.append(BatchImageError(index=index, filename=filename, error=outcome))
-            else:
-                result = dataclasses.asdict(outcome)
-                del result["models"]  # said once, for the whole batch
+            else:  # its models are said once, for the whole batch
                 items.append(
-                    BatchImageResult.model_validate(
-                        {"index": index, "filename": filename, **result}
+                    BatchImageResult(
+                        index=index,
+                        filename=filename,
+                        image=outcome.image,
+                        faces=outcome.faces,
+                        timings_ms=outcome.timings_ms,
                     )
                 )
         from facedemo.summary import summarize
 
         predictions = [outcome for _, outcome in outcomes if not isinstance(outcome, Problem)]
-        summary = summarize(
-            [face for prediction in predictions for face in prediction.faces],
-            images_ok=len(predictions),
-            images_failed=len(outcomes) - len(predictions),
-        )
         response: dict[str, Any] = {
-            "models": [ModelRef(name=model.name, version=model.version) for model in models],
+            "models": list(models),
             "items": items,
-            "summary": BatchSummary.model_validate(dataclasses.asdict(summary)),
+            "summary": summarize(
+                [face for prediction in predictions for face in prediction.faces],
+                images_ok=len(predictions),
+                images_failed=len(outcomes) - len(predictions),
+            ),
         }
         if request_id is not None:
             response["request_id"] = request_id

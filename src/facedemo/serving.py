@@ -46,11 +46,12 @@ from facedemo.allocator import release_free_memory
 from facedemo.config import Settings
 from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
 from facedemo.errors import DeadlineExceededError, FacedemoError, InputError, OverloadedError
-from facedemo.pipeline import ImagePrediction, LocatedImage, Pipeline
+from facedemo.pipeline import LocatedImage, Pipeline
+from facedemo.schemas import PredictResponse
 
 if TYPE_CHECKING:
     from facedemo.batching import BatchingPredictor
-    from facedemo.registry import FacePredictions
+    from facedemo.head_combination import FacePredictions
 
 CHEAP_THREADS_PER_CORE = 4  # decoding and detection threads of cheap images, per CPU core
 HEAVY_WAITING_PER_THREAD = 4  # heavy images that may wait for each heavy thread
@@ -233,7 +234,7 @@ class Serving:
 
     async def predict_image(
         self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE
-    ) -> ImagePrediction:
+    ) -> PredictResponse:
         """`Pipeline.predict_image` under the bounds in the module docstring.
 
         Raises the imaging errors, OverloadedError (a full lane, the memory budget, the models'
@@ -246,7 +247,7 @@ class Serving:
 
     async def predict_images(
         self, images: Sequence[bytes], detect: DetectMode = DEFAULT_DETECT_MODE
-    ) -> list[ImagePrediction | FacedemoError]:
+    ) -> list[PredictResponse | FacedemoError]:
         """`Pipeline.predict_images` under the same bounds: the images are located one after
         another (a batch holds one thread at a time), their faces go to the models together, and
         an image's input error takes its place in the answer. The deadline covers the batch."""
@@ -272,7 +273,7 @@ class Serving:
 
     async def _within_deadline(
         self, images: Sequence[bytes], detect: DetectMode, *, batch: bool
-    ) -> list[ImagePrediction | FacedemoError]:
+    ) -> list[PredictResponse | FacedemoError]:
         timeout = self._settings.request_timeout_ms / 1000
         work = _Work(stop=threading.Event())
         self._in_flight += 1
@@ -299,7 +300,7 @@ class Serving:
 
     async def _predict(
         self, work: _Work, images: Sequence[bytes], detect: DetectMode, batch: bool
-    ) -> list[ImagePrediction | FacedemoError]:
+    ) -> list[PredictResponse | FacedemoError]:
         outcomes: list[LocatedImage | FacedemoError] = []
         while len(outcomes) < len(images):
             # One cheap-lane call locates images until a heavy one, which goes to the heavy lane:

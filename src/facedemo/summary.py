@@ -1,8 +1,8 @@
 """The crowd summary of a batch: how many faces, how old, which genders, which age buckets.
 
-Pure arithmetic over the pipeline's `FaceResult`s (no models, no HTTP), so the batch endpoint and
-any later caller report the same figures. Each face counts once, by its most probable gender
-label and age bucket; ages are the regressor's expected years.
+Pure arithmetic over the pipeline's `Face`s (no models, no HTTP), so the batch endpoint and
+any later caller report the same figures, as the answer's own `BatchSummary`. Each face counts
+once, by its most probable gender label and age bucket; ages are the regressor's expected years.
 """
 
 from __future__ import annotations
@@ -10,33 +10,13 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from facedemo.manifest import AGE_BUCKET_LABELS, GENDER_LABELS
-from facedemo.pipeline import PROBABILITY_DIGITS, YEARS_DIGITS, FaceResult
+from facedemo.pipeline import PROBABILITY_DIGITS, YEARS_DIGITS
+from facedemo.schemas import BatchSummary, Face, GenderShares, ImageCounts
 
 
-@dataclass(frozen=True)
-class ImageCounts:
-    """How many images of a batch were predicted, and how many failed."""
-
-    ok: int
-    failed: int
-
-
-@dataclass(frozen=True)
-class CrowdSummary:
-    """Figures over every face of every successfully predicted image of a batch."""
-
-    faces: int
-    images: ImageCounts
-    mean_age: float | None  # None when there is no face
-    median_age: float | None
-    gender_shares: dict[str, float] | None  # label -> share of faces; None when there is no face
-    bucket_histogram: dict[str, int]  # every bucket label, in order, -> faces in that bucket
-
-
-def summarize(faces: Sequence[FaceResult], *, images_ok: int, images_failed: int) -> CrowdSummary:
+def summarize(faces: Sequence[Face], *, images_ok: int, images_failed: int) -> BatchSummary:
     """Count, mean and median age, gender shares and bucket histogram of `faces`.
 
     Ages are rounded to one decimal and shares to four, like the per-face figures.
@@ -46,17 +26,27 @@ def summarize(faces: Sequence[FaceResult], *, images_ok: int, images_failed: int
     histogram = _histogram((face.age.bucket for face in faces), AGE_BUCKET_LABELS, "age bucket")
     images = ImageCounts(ok=images_ok, failed=images_failed)
     if not faces:
-        return CrowdSummary(0, images, None, None, None, histogram)
+        return BatchSummary(
+            faces=0,
+            images=images,
+            mean_age=None,
+            median_age=None,
+            gender_shares=None,
+            bucket_histogram=histogram,
+        )
     ages = [face.age.years for face in faces]
     genders = _histogram((face.gender.label for face in faces), GENDER_LABELS, "gender")
-    return CrowdSummary(
+    return BatchSummary(
         faces=len(faces),
         images=images,
         mean_age=round(statistics.fmean(ages), YEARS_DIGITS),
         median_age=round(statistics.median(ages), YEARS_DIGITS),
-        gender_shares={
-            label: round(count / len(faces), PROBABILITY_DIGITS) for label, count in genders.items()
-        },
+        gender_shares=GenderShares(
+            **{
+                label: round(count / len(faces), PROBABILITY_DIGITS)
+                for label, count in genders.items()
+            }
+        ),
         bucket_histogram=histogram,
     )
 

@@ -1,7 +1,8 @@
 """The one place that turns errors into HTTP answers: RFC 9457 application/problem+json.
 
-- `FacedemoError` (errors.py) -> its own status, title and code; type PROBLEM_TYPE_BASE + code;
-  a `Retry-After` header when the error has a `retry_after` (overloaded, deadline_exceeded).
+- `FacedemoError` (errors.py) -> the status `STATUS_OF_ERRORS` gives its class, its title and
+  code; type PROBLEM_TYPE_BASE + code; a `Retry-After` header when the error has a
+  `retry_after` (overloaded, deadline_exceeded).
 - `RequestValidationError` -> 422, code "validation_error", with the invalid parts in `errors`.
 - Starlette's `HTTPException` (unknown route, wrong method, ...) -> its status, type about:blank.
 - Starlette's `ClientDisconnect` (the client went away) -> 499, which only the metrics and the
@@ -26,7 +27,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from facedemo.errors import FacedemoError
+from facedemo.errors import (
+    AuthenticationError,
+    BundleError,
+    DeviceUnavailableError,
+    FacedemoError,
+    ImageTooExpensive,
+    ImageTooLarge,
+    InputError,
+    NotReadyError,
+    OverloadedError,
+    TooManyFiles,
+    UnknownModelError,
+    UnsupportedImageFormat,
+    UnsupportedMediaType,
+    UploadTooLarge,
+)
 from facedemo.imaging import ACCEPTED_FORMAT_NAMES
 from facedemo.schemas import PROBLEM_TYPE_BASE, Problem, ValidationIssue
 
@@ -35,6 +51,26 @@ logger = logging.getLogger(__name__)
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 # nginx's status for a request whose client closed the connection before the answer.
 CLIENT_CLOSED_REQUEST = 499
+
+# The HTTP status of each error class; a class not named takes its nearest named base's
+# (ImageDecodeError and its kinds, MalformedMultipart: InputError's 400; DeadlineExceededError:
+# OverloadedError's 503; ModelError: FacedemoError's 500).
+STATUS_OF_ERRORS: Mapping[type[FacedemoError], int] = {
+    FacedemoError: 500,
+    InputError: 400,
+    UnsupportedImageFormat: 415,
+    ImageTooLarge: 413,
+    ImageTooExpensive: 413,
+    UploadTooLarge: 413,
+    TooManyFiles: 413,
+    UnsupportedMediaType: 415,
+    BundleError: 503,
+    UnknownModelError: 404,
+    DeviceUnavailableError: 503,
+    NotReadyError: 503,
+    OverloadedError: 503,
+    AuthenticationError: 401,
+}
 
 _DESCRIPTIONS = {
     400: "The upload is not a readable image (codes image_undecodable, empty_file; "
@@ -79,6 +115,11 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def status_of(error: FacedemoError) -> int:
+    """The HTTP status of `error`: its class's in STATUS_OF_ERRORS, or its nearest base's."""
+    return next(STATUS_OF_ERRORS[kind] for kind in type(error).__mro__ if kind in STATUS_OF_ERRORS)
+
+
 def problem_for(error: FacedemoError, instance: str | None = None) -> Problem:
     """The problem details of a FacedemoError: its status, title and code, and its message.
 
@@ -87,7 +128,7 @@ def problem_for(error: FacedemoError, instance: str | None = None) -> Problem:
     return Problem(
         type=PROBLEM_TYPE_BASE + error.code,
         title=error.title,
-        status=error.status,
+        status=status_of(error),
         detail=error.detail,
         instance=instance,
         code=error.code,
@@ -96,7 +137,7 @@ def problem_for(error: FacedemoError, instance: str | None = None) -> Problem:
 
 async def _facedemo_error(request: Request, error: Exception) -> ProblemResponse:
     assert isinstance(error, FacedemoError)
-    if error.status == 500:  # 503s (not ready) are expected while loading; 500s need a look
+    if status_of(error) == 500:  # 503s (not ready) are expected while loading; 500s need a look
         logger.error("%s %s: %s: %s", request.method, request.url.path, error.code, error.detail)
     headers = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
     return problem_response(problem_for(error, instance=request.url.path), headers=headers)

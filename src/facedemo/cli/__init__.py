@@ -28,6 +28,8 @@ from facedemo.cli import evaluate, models, predict, serve
 from facedemo.cli.common import EXIT_USAGE, complain
 from facedemo.config import Settings, describe_invalid_settings, get_settings
 
+__all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
+
 
 @dataclass(frozen=True)
 class Subcommand:

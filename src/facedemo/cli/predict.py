@@ -116,7 +116,7 @@ def _predict_in_process(args: argparse.Namespace, settings: Settings, files: lis
             complain(f"{path}: {error.detail}")
             status = EXIT_FAILURE
             continue
-        _print_prediction(path, PredictResponse.from_prediction(prediction), args.json)
+        _print_prediction(path, prediction, args.json)
     return status
 
 

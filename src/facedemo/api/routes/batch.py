@@ -13,8 +13,7 @@ from facedemo.api.routes.predict import read_upload
 from facedemo.api.routing import DocumentedRoute
 from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
 from facedemo.errors import FacedemoError, InputError, TooManyFiles
-from facedemo.pipeline import ImagePrediction
-from facedemo.schemas import BatchPredictResponse, Problem
+from facedemo.schemas import BatchPredictResponse, PredictResponse, Problem
 
 router = APIRouter(
     prefix="/predict",
@@ -71,7 +70,7 @@ async def predict_batch(
             uploads.append(error)
     images = [upload for upload in uploads if isinstance(upload, bytes)]
     predictions = iter(await cancel_on_disconnect(request, serving.predict_images(images, detect)))
-    outcomes: list[tuple[str | None, ImagePrediction | Problem]] = []
+    outcomes: list[tuple[str | None, PredictResponse | Problem]] = []
     for file, upload in zip(files, uploads, strict=True):
         outcome = upload if isinstance(upload, FacedemoError) else next(predictions)
         if isinstance(outcome, FacedemoError):

@@ -46,7 +46,7 @@ async def predict(
     prediction = await cancel_on_disconnect(request, serving.predict_image(data, detect))
     context.faces = len(prediction.faces)
     metrics.observe_faces([context.faces])
-    return PredictResponse.from_prediction(prediction, request_id=context.request_id)
+    return prediction.model_copy(update={"request_id": context.request_id})
 
 
 async def read_upload(file: UploadFile, max_bytes: int) -> bytes:
