@@ -231,7 +231,7 @@ async def test_a_client_leaving_while_its_image_is_worked_on_cancels_the_work(
     assert state.serving is not None
     started, cancelled = asyncio.Event(), asyncio.Event()
 
-    async def slow(data: bytes, detect: object) -> None:
+    async def slow(data: bytes, detect: object, age_thresholds: object = None) -> None:
         started.set()
         try:
             await asyncio.sleep(30)

@@ -11,6 +11,7 @@ from facedemo.age_distribution import (
     bucket_mass,
     cdf_quantiles,
     pooled,
+    probability_over,
     softmax,
 )
 
@@ -95,3 +96,25 @@ def test_pooling_is_the_normalised_geometric_mean_of_tempered_heads() -> None:
     np.testing.assert_allclose(pooled([(first, 1.0)]), softmax(first))
     with pytest.raises(ValueError, match="at least one"):
         pooled([])
+
+
+def test_probability_over_is_the_mass_of_the_ages_from_t_on() -> None:
+    probabilities = np.zeros((2, AGES))
+    probabilities[0, [10, 20, 30]] = [0.2, 0.3, 0.5]
+    probabilities[1, 17] = 1.0
+
+    over = probability_over(probabilities, [0, 10, 11, 18, 21, 30, 31, AGES, 200])
+
+    np.testing.assert_allclose(over[0], [1.0, 1.0, 0.8, 0.8, 0.5, 0.5, 0.0, 0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(over[1], [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], atol=1e-12)
+
+
+def test_probability_over_falls_as_the_threshold_rises() -> None:
+    rng = np.random.default_rng(5)
+    probabilities = rng.dirichlet(np.full(AGES, 0.5), size=50)
+
+    over = probability_over(probabilities, list(range(0, AGES + 1)))
+
+    assert (np.diff(over, axis=1) <= 1e-12).all()
+    np.testing.assert_allclose(over[:, 0], 1.0)
+    assert over.shape == (50, AGES + 1)

@@ -189,7 +189,7 @@ async def test_an_unexpected_error_is_a_500_problem_without_internals(
 ) -> None:
     state: ServiceState = ready_app.state.service
 
-    async def explode(data: bytes, detect: object) -> None:
+    async def explode(data: bytes, detect: object, age_thresholds: object = None) -> None:
         raise RuntimeError("secret internal state /srv/keys")
 
     monkeypatch.setattr(state.serving, "predict_image", explode)
@@ -409,7 +409,7 @@ async def test_an_unknown_query_parameter_is_a_validation_problem_naming_the_kno
 
     body = assert_problem(typo, 422, "validation_error")
     assert [issue["loc"] for issue in body["errors"]] == [["query", "detct"]]
-    assert "known: detect" in body["detail"]
+    assert "known: age_over, detect" in body["detail"]
     body = assert_problem(on_a_route_without_parameters, 422, "validation_error")
     assert "takes no query parameters" in body["detail"]
     assert (await client.get("/livez")).status_code == 200

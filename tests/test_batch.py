@@ -277,7 +277,9 @@ async def test_the_detect_mode_reaches_the_pipeline(
     predict_images = state.serving.predict_images
     modes: list[DetectMode] = []
 
-    async def recording(images: list[bytes], detect: DetectMode) -> list[PredictResponse | Any]:
+    async def recording(
+        images: list[bytes], detect: DetectMode, age_thresholds: object = None
+    ) -> list[PredictResponse | Any]:
         modes.append(detect)
         return await predict_images(images, DetectMode.SKIP)
 

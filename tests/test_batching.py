@@ -69,6 +69,7 @@ class FakeRegistry:
             age_years=ids,
             age_interval=np.stack([ids - 1, ids + 1], axis=1),
             interval_level=0.8,
+            age_distribution=np.tile(ids[:, None], (1, 3)),  # rows told apart by their id
         )
 
 

@@ -160,6 +160,21 @@ async def test_predict_sends_the_detect_mode_and_the_file_name(
     assert b"Content-Type: image/png" in request.content
 
 
+async def test_predict_asks_for_its_age_checks(
+    client: AsyncClient, app_recording: Recording, tmp_path: Path
+) -> None:
+    answer = await client.predict(png_file(tmp_path / "a.png"), detect="skip", age_over=[21, 18])
+    batch = await client.predict_batch(
+        [png_file(tmp_path / "b.png")], detect="skip", age_over=(16,)
+    )
+
+    assert app_recording.requests[-2].url.params.get_list("age_over") == ["21", "18"]
+    assert app_recording.requests[-1].url.params.get_list("age_over") == ["16"]
+    assert list(answer.faces[0].age.over) == ["18", "21"]
+    assert isinstance(batch.items[0], BatchImageResult)
+    assert [list(face.age.over) for face in batch.items[0].faces] == [["16"]]
+
+
 async def test_predict_batch_answers_each_image_in_order(
     client: AsyncClient, tmp_path: Path
 ) -> None:

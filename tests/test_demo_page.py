@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
 BOX_RGB = (255, 212, 0)
 PHOTO_HEIGHT, PHOTO_WIDTH = 240, 320
 BROWSER_TIMEOUT_S = 60
+# The page's age check: the threshold it starts with, and its note.
+DEFAULT_AGE_CHECK = 18
+AGE_CHECK_NOTE = "An estimate from a photo, not proof of age."
+# The columns of the page's face table.
+NUMBER, AGE, INTERVAL, BUCKET, AGE_CHECK, GENDER, BOX = range(7)
 
 
 class LinkParser(HTMLParser):
@@ -184,6 +190,29 @@ def canvas_pixel(browser: WebDriver, x: int, y: int) -> tuple[int, ...]:
     return tuple(int(value) for value in rgba)
 
 
+def face_cells(browser: WebDriver) -> list[str]:
+    """The cells of the face table's one row."""
+    from selenium.webdriver.common.by import By
+
+    [row] = browser.find_elements(By.CSS_SELECTOR, "#face-rows tr.face")
+    return [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+
+
+def shown_answer(browser: WebDriver) -> dict[str, Any]:
+    """The answer the page shows as raw JSON."""
+    from selenium.webdriver.common.by import By
+
+    answer: dict[str, Any] = json.loads(browser.find_element(By.ID, "json").text)
+    return answer
+
+
+def expected_age_check(face: dict[str, Any], threshold: int) -> str:
+    """The page's age-check line for `face`, its percentage rounded as JavaScript's Math.round."""
+    probability = face["age"]["over"][str(threshold)]
+    verdict = "likely" if probability >= 0.5 else f"likely under {threshold}"
+    return f"{threshold} or older: {math.floor(probability * 100 + 0.5)}% ({verdict})"
+
+
 def test_the_page_draws_a_box_and_label_for_each_face(
     browser: WebDriver, live_server: str, tmp_path: Path
 ) -> None:
@@ -218,15 +247,16 @@ def test_the_page_draws_a_box_and_label_for_each_face(
     expected = pixels[middle_y, PHOTO_WIDTH // 2]
     assert all(abs(a - int(b)) <= 2 for a, b in zip(inside[:3], expected, strict=True)), inside
 
-    answer = json.loads(browser.find_element(By.ID, "json").text)
-    [face] = answer["faces"]
-    [row] = browser.find_elements(By.CSS_SELECTOR, "#face-rows tr.face")
-    cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
-    assert cells[0] == "1"
-    assert cells[1] == f"{face['age']['years']:.1f} years"
-    assert cells[3] == face["age"]["bucket"]
-    assert cells[4] == f"{face['gender']['label']} {round(face['gender']['confidence'] * 100)}%"
-    assert cells[5] == f"0, 0, {PHOTO_WIDTH}, {PHOTO_HEIGHT}"
+    [face] = shown_answer(browser)["faces"]
+    cells = face_cells(browser)
+    assert cells[NUMBER] == "1"
+    assert cells[AGE] == f"{face['age']['years']:.1f} years"
+    assert cells[BUCKET] == face["age"]["bucket"]
+    assert cells[AGE_CHECK] == expected_age_check(face, DEFAULT_AGE_CHECK)
+    assert cells[GENDER] == (
+        f"{face['gender']['label']} {round(face['gender']['confidence'] * 100)}%"
+    )
+    assert cells[BOX] == f"0, 0, {PHOTO_WIDTH}, {PHOTO_HEIGHT}"
     assert screenshot.read_bytes().startswith(b"\x89PNG")
 
 
@@ -245,7 +275,7 @@ def test_the_page_works_under_its_policy_and_asks_only_this_server(
     assert loaded.console_errors == used.console_errors == ()
     requests = loaded.requests + used.requests
     assert all(url.startswith(f"{live_server}/") for url in requests), requests
-    assert f"{live_server}/predict?detect=skip" in requests
+    assert f"{live_server}/predict?detect=skip&age_over={DEFAULT_AGE_CHECK}" in requests
     # And the policy is in force, not only sent: an injected inline script does not run.
     ran = browser.execute_script(
         "const probe = document.createElement('script');"
@@ -254,6 +284,62 @@ def test_the_page_works_under_its_policy_and_asks_only_this_server(
         "return document.body.dataset.injected === 'ran';"
     )
     assert ran is False
+
+
+def test_the_page_checks_the_age_threshold_chosen(
+    browser: WebDriver, live_server: str, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    photo = tmp_path / "photo.png"
+    gradient_photo(photo)
+    loaded = load(browser, f"{live_server}/?detect=skip", DEMO_PAGE_READY)
+    control = browser.find_element(By.ID, "age-over")
+    threshold = Select(control)
+    assert threshold.first_selected_option.get_attribute("value") == str(DEFAULT_AGE_CHECK)
+    assert [option.get_attribute("value") for option in threshold.options] == [
+        "13",
+        "16",
+        "18",
+        "21",
+        "25",
+    ]
+    label = browser.execute_script("return arguments[0].labels[0].textContent;", control)
+    assert "Age check" in label
+
+    threshold.select_by_value("21")
+    state = upload_and_wait(browser, photo)
+    used = read_logs(browser)
+
+    assert state == "done", browser.find_element(By.ID, "error").text
+    assert f"{live_server}/predict?detect=skip&age_over=21" in used.requests
+    [face] = shown_answer(browser)["faces"]
+    assert list(face["age"]["over"]) == ["21"]
+    assert face_cells(browser)[AGE_CHECK] == expected_age_check(face, 21)
+    note = browser.find_element(By.ID, "age-check-note")
+    assert note.is_displayed()
+    assert note.text == AGE_CHECK_NOTE
+    assert browser.find_element(By.TAG_NAME, "body").text.count(AGE_CHECK_NOTE) == 1
+
+    # Another threshold sends the photo again, asking for that one.
+    threshold.select_by_value("13")
+    WebDriverWait(browser, BROWSER_TIMEOUT_S).until(
+        lambda driver: driver.execute_script(
+            "const cell = document.querySelector('#face-rows tr.face td:nth-child(5)');"
+            "return document.body.dataset.state === 'done' && cell !== null"
+            " && cell.textContent.startsWith('13 or older');"
+        )
+    )
+    again = read_logs(browser)
+
+    assert f"{live_server}/predict?detect=skip&age_over=13" in again.requests
+    [face] = shown_answer(browser)["faces"]
+    assert list(face["age"]["over"]) == ["13"]
+    assert face_cells(browser)[AGE_CHECK] == expected_age_check(face, 13)
+    # The result cell's colour is a class (the policy refuses inline styles): no console errors.
+    assert loaded.console_errors == used.console_errors == again.console_errors == ()
 
 
 def test_the_page_shows_a_problem_readably(

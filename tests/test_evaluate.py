@@ -35,6 +35,7 @@ REPORT_KEYS = {
     "groups",
     "age_bucket_confusion",
     "bucket_labels",
+    "age_checks",
     "no_face",
     "errors",
     "models",
@@ -132,6 +133,14 @@ def test_evaluate_a_utkface_folder_prints_one_json_report(
     assert set(report["groups"]) == {"gender", "age_bucket", "race"}
     assert report["groups"]["gender"]["female"]["n"] == 4
     assert report["groups"]["race"]["asian"]["n"] == 2
+    checks = report["age_checks"]
+    assert [check["threshold"] for check in checks] == [13, 16, 18, 21, 25]
+    for check in checks:  # every labelled face is under or over each threshold
+        assert check["n_under"] + check["n_over"] == len(UTKFACE_NAMES)
+        assert (
+            check["groups"]["race asian"]["n_under"] + check["groups"]["race asian"]["n_over"] == 2
+        )
+        assert 0.0 <= check["ece"] <= 1.0 and 0.0 <= check["brier"] <= 1.0
     assert {model["name"] for model in report["models"]} == {CLASSIFIER_NAME, REGRESSOR_NAME}
     assert report["detect"] == "skip"
     assert report["seconds"] >= 0.0
@@ -170,6 +179,7 @@ def test_evaluate_a_folder_with_a_csv_of_gender_only_gives_null_age_figures(
     assert report["age_mae"] is None
     assert report["age_interval_coverage"] is None
     assert report["age_bucket_confusion"] is None
+    assert report["age_checks"] == []  # no ages, no age checks
     assert set(report["groups"]) == {"gender"}
     assert report["groups"]["gender"]["female"]["n"] == 2
     assert report["groups"]["gender"]["female"]["age_mae"] is None
@@ -300,6 +310,7 @@ def fake_predict(crops: np.ndarray) -> FacePredictions:
         age_years=np.array([row[5] for row in rows], np.float32),
         age_interval=np.array([row[6] for row in rows], np.float32).reshape(-1, 2),
         interval_level=0.8,
+        age_distribution=np.eye(101, dtype=np.float32)[[int(row[5]) for row in rows]],
     )
 
 

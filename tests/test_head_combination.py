@@ -9,7 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from facedemo.age_distribution import Tempering, bucket_mass, distribution_summary, softmax
+from facedemo.age_distribution import (
+    Tempering,
+    bucket_mass,
+    distribution_summary,
+    probability_over,
+    softmax,
+)
 from facedemo.head_combination import BUCKET_HEAD_WEIGHT, HeadCombination
 from facedemo.manifest import AGE_BUCKET_LABELS, CLASSIFIER_NAME, REGRESSOR_NAME
 
@@ -132,3 +138,25 @@ def test_the_combination_needs_no_tensorflow() -> None:
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("edge", [25, 50, 75])
+def test_at_a_bucket_edge_the_buckets_above_blend_over_with_the_bucket_head(edge: int) -> None:
+    # The relation AgeEstimate.over states: the buckets above an edge sum to
+    # (1 - BUCKET_HEAD_WEIGHT) x P(age >= edge) + BUCKET_HEAD_WEIGHT x the bucket head's share.
+    rng = np.random.default_rng(edge)
+    classifier_age, regressor_age = rng.normal(scale=3.0, size=(2, 6, AGES))
+    heads = outputs(classifier_age, regressor_age, rows=6)
+    heads[CLASSIFIER_NAME]["age_bucket"] = rng.dirichlet(np.ones(len(AGE_BUCKET_LABELS)), 6)
+    first_above = edge // 25
+
+    got = both_heads().combine(heads)
+
+    over = probability_over(got.age_distribution, [edge])[:, 0]
+    head_above = heads[CLASSIFIER_NAME]["age_bucket"][:, first_above:].sum(axis=1)
+    np.testing.assert_allclose(
+        got.bucket_probabilities[:, first_above:].sum(axis=1),
+        (1 - BUCKET_HEAD_WEIGHT) * over + BUCKET_HEAD_WEIGHT * head_above,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(got.age_distribution.sum(axis=1), 1.0, atol=1e-5)

@@ -153,7 +153,7 @@ async def test_an_unexpected_error_is_logged_with_its_id_and_500(
 ) -> None:
     state: ServiceState = ready_app.state.service
 
-    async def explode(data: bytes, detect: object) -> None:
+    async def explode(data: bytes, detect: object, age_thresholds: object = None) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(state.serving, "predict_image", explode)

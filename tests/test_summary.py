@@ -31,6 +31,7 @@ def face(years: float, bucket: str, gender: str) -> Face:
             interval=AgeInterval(low=years - 5, high=years + 5, level=0.8),
             bucket=bucket,
             bucket_probabilities=dict.fromkeys(AGE_BUCKET_LABELS, 0.2),
+            over={},
         ),
         gender=GenderEstimate(
             label=gender,

@@ -8,6 +8,7 @@ pools the tempered heads into one distribution (`pooled`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -121,6 +122,21 @@ def bucket_mass(probabilities: np.ndarray) -> np.ndarray:
     mass = np.zeros((probabilities.shape[0], len(AGE_BUCKET_LABELS)), dtype=np.float64)
     np.add.at(mass.T, buckets, probabilities.T)
     return mass.astype(np.float32)
+
+
+def probability_over(probabilities: np.ndarray, thresholds: Sequence[int]) -> np.ndarray:
+    """P(age >= T) (n, len(thresholds)) of distributions (n, A) over integer ages 0..A-1: the
+    mass of the ages T and above, for whole-year ages as UTKFace labels them (0 for T >= A, 1 for
+    T <= 0). It falls as T rises."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    ages = probabilities.shape[-1]
+    # above[:, k] is the mass of ages k..A-1; above[:, A] is 0.
+    above = np.concatenate(
+        [np.cumsum(probabilities[:, ::-1], axis=-1)[:, ::-1], np.zeros((len(probabilities), 1))],
+        axis=-1,
+    )
+    columns = np.clip(np.asarray(thresholds, dtype=np.int64), 0, ages)
+    return np.clip(above[:, columns], 0.0, 1.0)
 
 
 def fit_tempering(logits: np.ndarray, true_ages: np.ndarray, level: float) -> Tempering:

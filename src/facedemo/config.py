@@ -10,6 +10,14 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from facedemo.age_checks import (
+    DEFAULT_AGE_THRESHOLDS,
+    MAX_THRESHOLD,
+    MAX_THRESHOLDS,
+    MIN_THRESHOLD,
+    thresholds_from,
+)
+
 # src/facedemo/config.py -> the repository root holds models/ (an editable or source install).
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 # Largest decoded image (width x height) by default; training and bench code read photos with it.
@@ -121,6 +129,12 @@ class Settings(BaseSettings):
         description="Images whose decoding is priced above this are heavy: they decode in their "
         "own threads (half the cores), so that they cannot starve cheap requests.",
     )
+    age_thresholds: Annotated[tuple[int, ...], NoDecode] = Field(
+        DEFAULT_AGE_THRESHOLDS,
+        description="Comma-separated ages T: every face's `age.over` holds P(age >= T) for each, "
+        f"unless the request asks for its own (`age_over`); {MIN_THRESHOLD}-{MAX_THRESHOLD}, at "
+        f"most {MAX_THRESHOLDS}; empty: none.",
+    )
     log_level: LogLevel = Field("info", description="Log level of the service.")
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (),
@@ -152,6 +166,20 @@ class Settings(BaseSettings):
                 f"not JSON ({error.msg} at character {error.pos + 1}); expected an object such "
                 'as {"age-regressor": "1.0.0"}'
             ) from None
+
+    @field_validator("age_thresholds", mode="before")
+    @classmethod
+    def _split_age_thresholds(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = [int(part) for part in value.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError(
+                    f"expected whole years separated by commas, such as 13,16,18, got {value!r}"
+                ) from None
+        if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+            return thresholds_from(value)
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from facedemo.accuracy import RACE_LABELS, Estimates, Labels, evaluation_report
+from facedemo.age_checks import age_bands, age_check_figures
 from facedemo.detect_mode import DetectMode
 from facedemo.errors import InputError
 from facedemo.manifest import AGE_BUCKET_LABELS, GENDER_LABELS
@@ -32,6 +33,8 @@ from facedemo.utkface_names import IMAGE_SUFFIXES, parse_name
 # Images per registry call: large enough that the per-call overhead vanishes, small enough that a
 # group of decoded crops stays a few megabytes.
 GROUP_SIZE = 64
+# True-age bands of the age checks' group figures: children, the usual thresholds, adults.
+AGE_BANDS = (0, 13, 16, 18, 21, 25, 30, 40, 60)
 DECODE_WORKERS = 2
 NOT_A_UTKFACE_NAME = "no age and gender in the file name (not a UTKFace name)"
 
@@ -180,6 +183,7 @@ def evaluate(
         if progress is not None:
             progress(done, len(files))
     report = evaluation_report(*_labels_and_estimates(measured))
+    report["age_checks"] = _age_checks(measured)
     report.update(
         no_face=no_face,
         errors=errors,
@@ -245,6 +249,28 @@ def _labels_and_estimates(
     return labels, estimates
 
 
+def _age_checks(measured: list[tuple[LabelledFile, Face]]) -> list[dict[str, Any]]:
+    """age_checks.age_check_figures for each threshold of the faces' `age.over`, over the faces
+    of known age, by true-age band and by race."""
+    known = [(file, face) for file, face in measured if file.age is not None]
+    if not known:
+        return []
+    ages = np.array([file.age for file, _ in known], dtype=np.float64)
+    races = np.array([-1 if file.race is None else file.race for file, _ in known])
+    groups = {f"age {band}": mask for band, mask in age_bands(ages, AGE_BANDS).items()}
+    groups |= {f"race {name}": races == index for index, name in enumerate(RACE_LABELS)}
+    thresholds = [int(key) for key in known[0][1].age.over]
+    return [
+        age_check_figures(
+            np.array([face.age.over[str(threshold)] for _, face in known]),
+            ages,
+            threshold,
+            groups,
+        )
+        for threshold in thresholds
+    ]
+
+
 # ----------------------------------------------------------------------------- text report
 
 
@@ -287,12 +313,53 @@ def format_report(report: dict[str, Any]) -> str:
                     f"{_figure(figures['age_mae'], 2):>9}"
                     f"{_figure(figures['age_interval_coverage']):>10}"
                 )
+    if report.get("age_checks"):
+        lines += ["", *_age_check_lines(report["age_checks"])]
     if report["errors"]:
         shown = report["errors"][:10]
         lines += ["", "errors:"] + [f"  {error['file']}: {error['error']}" for error in shown]
         if len(report["errors"]) > len(shown):
             lines.append(f"  ... and {len(report['errors']) - len(shown)} more (--json lists all)")
     return "\n".join(lines)
+
+
+def _age_check_lines(checks: list[dict[str, Any]]) -> list[str]:
+    """The age checks as a table: one row per threshold, then the groups' rates per threshold."""
+    lines = [
+        "age checks, P(age >= T) (minors: under T; passed: P >= 0.5; challenge: the smallest p "
+        "that passes at most 1% of minors, 95% bootstrap intervals)",
+        f"  {'T':>3}{'under':>7}{'over':>7}{'minors passed':>15}{'adults refused':>16}"
+        f"{'ECE':>8}{'Brier':>8}  {'challenge p':<24}{'adults refused at it':<22}",
+    ]
+    for check in checks:
+        challenge = check["challenge"]
+        p_low, p_high = challenge["p_interval"]
+        r_low, r_high = challenge["adults_refused_interval"]
+        p = f"{challenge['p']:.4f} [{p_low:.4f}, {p_high:.4f}]"
+        refused = f"{challenge['adults_refused']:.4f} [{r_low:.4f}, {r_high:.4f}]"
+        lines.append(
+            f"  {check['threshold']:>3}{check['n_under']:>7}{check['n_over']:>7}"
+            f"{_figure(check['minors_passed']):>15}{_figure(check['adults_refused']):>16}"
+            f"{check['ece']:>8.4f}{check['brier']:>8.4f}  {p:<24}{refused:<22}"
+        )
+    lines += ["", "  minors passed / adults refused at p = 0.5, by group"]
+    lines.append(f"  {'group':<18}" + "".join(f"{'T=' + str(c['threshold']):>14}" for c in checks))
+    for group in checks[0]["groups"]:
+        cells = []
+        for check in checks:
+            rates = check["groups"].get(group)
+            if rates is None:
+                cells.append(f"{'':>14}")
+                continue
+            cells.append(
+                f"{_short(rates['minors_passed']):>7}/{_short(rates['adults_refused']):<6}"
+            )
+        lines.append(f"  {group:<18}" + "".join(cells))
+    return lines
+
+
+def _short(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _figure(value: float | None, digits: int = 4) -> str:

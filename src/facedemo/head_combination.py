@@ -51,6 +51,7 @@ class FacePredictions:
     age_years: np.ndarray  # (n,) float32, expected age of the pooled distribution
     age_interval: np.ndarray  # (n, 2) float32, [low, high]
     interval_level: float  # probability mass of the central interval, e.g. 0.8
+    age_distribution: np.ndarray  # (n, A) float32, the pooled distribution over ages 0..A-1
 
 
 @dataclass(frozen=True)
@@ -105,4 +106,5 @@ class HeadCombination:
             age_years=years,
             age_interval=interval,
             interval_level=self.interval_level,
+            age_distribution=ages.astype(np.float32),
         )

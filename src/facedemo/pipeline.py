@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facedemo.age_distribution import probability_over
 from facedemo.alignment import align_face
 from facedemo.config import Settings
 from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
@@ -119,18 +120,26 @@ class Pipeline:
         return list(self._models)
 
     def predict_image(
-        self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE
+        self,
+        data: bytes,
+        detect: DetectMode = DEFAULT_DETECT_MODE,
+        age_thresholds: Sequence[int] | None = None,
     ) -> PredictResponse:
         """Decode `data`, locate faces as `detect` says, and predict age and gender for each.
 
-        Raises the imaging errors (ImageDecodeError, UnsupportedImageFormat, ImageTooLarge) for
-        bad bytes; no face found is an empty `faces` list, not an error.
+        Each face's `age.over` holds P(age >= T) for each of `age_thresholds` (default: the
+        age_thresholds setting). Raises the imaging errors (ImageDecodeError,
+        UnsupportedImageFormat, ImageTooLarge) for bad bytes; no face found is an empty `faces`
+        list, not an error.
         """
-        [prediction] = self._predict_all([self.locate(data, detect)])
+        [prediction] = self._predict_all([self.locate(data, detect)], age_thresholds)
         return prediction
 
     def predict_images(
-        self, images: Sequence[bytes], detect: DetectMode = DEFAULT_DETECT_MODE
+        self,
+        images: Sequence[bytes],
+        detect: DetectMode = DEFAULT_DETECT_MODE,
+        age_thresholds: Sequence[int] | None = None,
     ) -> list[PredictResponse | FacedemoError]:
         """Predict several images with one registry call over all their faces, in input order.
 
@@ -138,7 +147,8 @@ class Pipeline:
         of failing the others. Each image's `inference` timing is the one shared model call.
         """
         outcomes = self._locate_each(images, detect)
-        return _in_input_order(outcomes, self._predict_all(_located_only(outcomes)))
+        answers = self._predict_all(_located_only(outcomes), age_thresholds)
+        return _in_input_order(outcomes, answers)
 
     def price(self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE) -> ImagePrice:
         """What decoding `data` for `detect` will cost, from its header alone.
@@ -193,9 +203,11 @@ class Pipeline:
         # a JPEG decoded at a reduced scale serves both, in a fraction of the time.
         return self._settings.detector_max_side if detect is DetectMode.AUTO else None
 
-    def predict_located(self, images: Sequence[LocatedImage]) -> list[list[Face]]:
+    def predict_located(
+        self, images: Sequence[LocatedImage], age_thresholds: Sequence[int] | None = None
+    ) -> list[list[Face]]:
         """Predict every face of several located images in one registry call; a list per image."""
-        return self._faces(images, self.predict_crops(self.crops(images)))
+        return self._faces(images, self.predict_crops(self.crops(images)), age_thresholds)
 
     def predict_crops(self, crops: np.ndarray) -> FacePredictions:
         """The models' predictions for `crops`, through the batcher if there is one."""
@@ -222,11 +234,21 @@ class Pipeline:
         return np.zeros((0, *self._registry.input_size, 3), dtype=np.uint8)
 
     def _faces(
-        self, images: Sequence[LocatedImage], predictions: FacePredictions
+        self,
+        images: Sequence[LocatedImage],
+        predictions: FacePredictions,
+        age_thresholds: Sequence[int] | None,
     ) -> list[list[Face]]:
         """The rows of `predictions` (one per crop of `images`) as results, a list per image."""
         regions = [region for image in images for region in image.regions]
-        faces = [_face_result(region, predictions, row) for row, region in enumerate(regions)]
+        thresholds = self._settings.age_thresholds if age_thresholds is None else age_thresholds
+        over = probability_over(predictions.age_distribution, thresholds)
+        faces = [
+            _face_result(
+                region, predictions, row, _labelled(tuple(map(str, thresholds)), over[row])
+            )
+            for row, region in enumerate(regions)
+        ]
         per_image: list[list[Face]] = []
         start = 0
         for image in images:
@@ -234,10 +256,12 @@ class Pipeline:
             start += len(image.regions)
         return per_image
 
-    def _predict_all(self, images: Sequence[LocatedImage]) -> list[PredictResponse]:
+    def _predict_all(
+        self, images: Sequence[LocatedImage], age_thresholds: Sequence[int] | None
+    ) -> list[PredictResponse]:
         """`predict_located` with each image's size and timings: the answers of predict_image(s)."""
         started = time.perf_counter()
-        faces_per_image = self.predict_located(images)
+        faces_per_image = self.predict_located(images, age_thresholds)
         return self._answers(images, faces_per_image, time.perf_counter() - started)
 
     def results(
@@ -245,10 +269,12 @@ class Pipeline:
         images: Sequence[LocatedImage],
         predictions: FacePredictions,
         inference_seconds: float,
+        age_thresholds: Sequence[int] | None = None,
     ) -> list[PredictResponse]:
         """Each image's prediction from the models' `predictions` for `crops(images)`, with the
         one model call's `inference_seconds` as every image's inference time."""
-        return self._answers(images, self._faces(images, predictions), inference_seconds)
+        faces = self._faces(images, predictions, age_thresholds)
+        return self._answers(images, faces, inference_seconds)
 
     def _answers(
         self,
@@ -341,7 +367,9 @@ def _detected_region(
     )
 
 
-def _face_result(region: FaceRegion, predictions: FacePredictions, row: int) -> Face:
+def _face_result(
+    region: FaceRegion, predictions: FacePredictions, row: int, over: dict[str, float]
+) -> Face:
     buckets = predictions.bucket_probabilities[row]
     genders = predictions.gender_probabilities[row]
     gender_index = int(np.argmax(genders))
@@ -359,6 +387,7 @@ def _face_result(region: FaceRegion, predictions: FacePredictions, row: int) -> 
             ),
             bucket=AGE_BUCKET_LABELS[int(np.argmax(buckets))],
             bucket_probabilities=_labelled(AGE_BUCKET_LABELS, buckets),
+            over=over,
         ),
         gender=GenderEstimate(
             label=GENDER_LABELS[gender_index],

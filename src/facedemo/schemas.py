@@ -112,6 +112,16 @@ class AgeEstimate(BaseModel):
     bucket_probabilities: dict[str, float] = Field(
         description="Probability of each age bucket; they sum to 1."
     )
+    over: dict[str, float] = Field(
+        description="Age checks: for each threshold T (the request's `age_over`, else "
+        "FACEDEMO_AGE_THRESHOLDS), the probability that the person is at least T years old, from "
+        "the same age distribution as `years` and `interval`; it falls as T rises. An estimate "
+        "from a photo, not proof of age: docs/models.md, 'Age checks', has its error rates. At a "
+        "bucket edge (25, 50, ...) it is the distribution's mass above the edge, while "
+        "`bucket_probabilities` blend in the classifier's bucket head (a quarter): the buckets "
+        "above the edge sum to 0.75 x `over` + 0.25 x the bucket head's share above it.",
+        examples=[{"13": 0.9981, "16": 0.9893, "18": 0.9702, "21": 0.9105, "25": 0.7763}],
+    )
 
 
 class GenderProbabilities(BaseModel):
@@ -182,6 +192,7 @@ _PREDICT_EXAMPLE: dict[str, Any] = {
                     "75-99": 0.0061,
                     "100-124": 0.0001,
                 },
+                "over": {"13": 0.9981, "16": 0.9893, "18": 0.9702, "21": 0.9105, "25": 0.7763},
             },
             "gender": {
                 "label": "female",

@@ -233,25 +233,31 @@ class Serving:
         return self._pipeline
 
     async def predict_image(
-        self, data: bytes, detect: DetectMode = DEFAULT_DETECT_MODE
+        self,
+        data: bytes,
+        detect: DetectMode = DEFAULT_DETECT_MODE,
+        age_thresholds: Sequence[int] | None = None,
     ) -> PredictResponse:
         """`Pipeline.predict_image` under the bounds in the module docstring.
 
         Raises the imaging errors, OverloadedError (a full lane, the memory budget, the models'
         queue) and DeadlineExceededError.
         """
-        [answer] = await self._within_deadline([data], detect, batch=False)
+        [answer] = await self._within_deadline([data], detect, age_thresholds, batch=False)
         if isinstance(answer, FacedemoError):
             raise answer
         return answer
 
     async def predict_images(
-        self, images: Sequence[bytes], detect: DetectMode = DEFAULT_DETECT_MODE
+        self,
+        images: Sequence[bytes],
+        detect: DetectMode = DEFAULT_DETECT_MODE,
+        age_thresholds: Sequence[int] | None = None,
     ) -> list[PredictResponse | FacedemoError]:
         """`Pipeline.predict_images` under the same bounds: the images are located one after
         another (a batch holds one thread at a time), their faces go to the models together, and
         an image's input error takes its place in the answer. The deadline covers the batch."""
-        return await self._within_deadline(images, detect, batch=True)
+        return await self._within_deadline(images, detect, age_thresholds, batch=True)
 
     def saturation(self) -> str | None:
         """Why cheap requests cannot be answered within their deadline now; None when they can."""
@@ -272,14 +278,19 @@ class Serving:
         self._heavy.shutdown()
 
     async def _within_deadline(
-        self, images: Sequence[bytes], detect: DetectMode, *, batch: bool
+        self,
+        images: Sequence[bytes],
+        detect: DetectMode,
+        age_thresholds: Sequence[int] | None,
+        *,
+        batch: bool,
     ) -> list[PredictResponse | FacedemoError]:
         timeout = self._settings.request_timeout_ms / 1000
         work = _Work(stop=threading.Event())
         self._in_flight += 1
         try:
             with anyio.fail_after(timeout):
-                return await self._predict(work, images, detect, batch)
+                return await self._predict(work, images, detect, age_thresholds, batch)
         except TimeoutError:
             if not work.heavy:
                 self._last_missed_deadline = time.monotonic()
@@ -299,7 +310,12 @@ class Serving:
                 asyncio.get_running_loop().run_in_executor(None, release_free_memory)
 
     async def _predict(
-        self, work: _Work, images: Sequence[bytes], detect: DetectMode, batch: bool
+        self,
+        work: _Work,
+        images: Sequence[bytes],
+        detect: DetectMode,
+        age_thresholds: Sequence[int] | None,
+        batch: bool,
     ) -> list[PredictResponse | FacedemoError]:
         outcomes: list[LocatedImage | FacedemoError] = []
         while len(outcomes) < len(images):
@@ -323,7 +339,10 @@ class Serving:
         located = [outcome for outcome in outcomes if isinstance(outcome, LocatedImage)]
         started = time.perf_counter()
         predictions = await self._run_models(located)
-        answers = iter(self._pipeline.results(located, predictions, time.perf_counter() - started))
+        inference_seconds = time.perf_counter() - started
+        answers = iter(
+            self._pipeline.results(located, predictions, inference_seconds, age_thresholds)
+        )
         return [
             outcome if isinstance(outcome, FacedemoError) else next(answers) for outcome in outcomes
         ]

@@ -101,20 +101,27 @@ class Client(_Base):
         self._http = http_client or httpx.Client(timeout=timeout)
 
     def predict(
-        self, image: ImageInput, *, detect: str | None = None, request_id: str | None = None
+        self,
+        image: ImageInput,
+        *,
+        detect: str | None = None,
+        age_over: Iterable[int] | None = None,
+        request_id: str | None = None,
     ) -> PredictResponse:
         """Age and gender of every face in one image (POST /predict).
 
         `detect` is "auto" (find and align faces) or "skip" (the image is one face crop); None
-        leaves the service's default.
+        leaves the service's default. `age_over` (e.g. [18, 21]) chooses the thresholds T of
+        each face's `age.over`, P(age >= T); None leaves the service's.
         """
-        return self._send(predict_call(upload_of(image), detect), request_id)
+        return self._send(predict_call(upload_of(image), detect, age_over), request_id)
 
     def predict_batch(
         self,
         images: Iterable[ImageInput],
         *,
         detect: str | None = None,
+        age_over: Iterable[int] | None = None,
         request_id: str | None = None,
     ) -> BatchPredictResponse:
         """Every image's faces, in order, and a crowd summary (POST /predict/batch).
@@ -122,7 +129,8 @@ class Client(_Base):
         An image the service cannot read is answered in its own item's `error`; the rest are
         predicted.
         """
-        return self._send(predict_batch_call(map(upload_of, images), detect), request_id)
+        uploads = map(upload_of, images)
+        return self._send(predict_batch_call(uploads, detect, age_over), request_id)
 
     def models(self, *, request_id: str | None = None) -> ModelsResponse:
         """The loaded models' manifests and the device they run on (GET /models)."""
@@ -214,21 +222,28 @@ class AsyncClient(_Base):
         )
 
     async def predict(
-        self, image: ImageInput, *, detect: str | None = None, request_id: str | None = None
+        self,
+        image: ImageInput,
+        *,
+        detect: str | None = None,
+        age_over: Iterable[int] | None = None,
+        request_id: str | None = None,
     ) -> PredictResponse:
         """Age and gender of every face in one image (POST /predict); see `Client.predict`."""
-        return await self._send(predict_call(await _upload(image), detect), request_id)
+        call = predict_call(await _upload(image), detect, age_over)
+        return await self._send(call, request_id)
 
     async def predict_batch(
         self,
         images: Iterable[ImageInput],
         *,
         detect: str | None = None,
+        age_over: Iterable[int] | None = None,
         request_id: str | None = None,
     ) -> BatchPredictResponse:
         """Every image's faces and a crowd summary (POST /predict/batch); see `Client`."""
         uploads = [await _upload(image) for image in images]
-        return await self._send(predict_batch_call(uploads, detect), request_id)
+        return await self._send(predict_batch_call(uploads, detect, age_over), request_id)
 
     async def models(self, *, request_id: str | None = None) -> ModelsResponse:
         """The loaded models' manifests and the device they run on (GET /models)."""

@@ -14,7 +14,7 @@ import re
 import sys
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Generic, TypeGuard, TypeVar, Union
 from urllib.parse import quote
@@ -66,25 +66,29 @@ class Call(Generic[Answer]):
     method: str
     path: str
     answer: type[Answer]
-    params: dict[str, str] = field(default_factory=dict)
+    params: tuple[tuple[str, str], ...] = ()
     files: list[tuple[str, tuple[str, bytes, str]]] | None = None
     # False for the readiness probe: a caller asking "ready now?" wants the answer, not a wait.
     retry_when_unavailable: bool = True
 
 
-def predict_call(upload: Upload, detect: str | None) -> Call[PredictResponse]:
+def predict_call(
+    upload: Upload, detect: str | None, age_over: Iterable[int] | None = None
+) -> Call[PredictResponse]:
     """POST /predict with one image."""
     return Call(
-        "POST", "/predict", PredictResponse, _detect_params(detect), [("file", upload.part())]
+        "POST", "/predict", PredictResponse, _query(detect, age_over), [("file", upload.part())]
     )
 
 
-def predict_batch_call(uploads: Iterable[Upload], detect: str | None) -> Call[BatchPredictResponse]:
+def predict_batch_call(
+    uploads: Iterable[Upload], detect: str | None, age_over: Iterable[int] | None = None
+) -> Call[BatchPredictResponse]:
     """POST /predict/batch with the images in order."""
     files = [("files", upload.part()) for upload in uploads]
     if not files:
         raise ValueError("predict_batch needs at least one image")
-    return Call("POST", "/predict/batch", BatchPredictResponse, _detect_params(detect), files)
+    return Call("POST", "/predict/batch", BatchPredictResponse, _query(detect, age_over), files)
 
 
 def models_call() -> Call[ModelsResponse]:
@@ -102,10 +106,12 @@ def ready_call() -> Call[Readiness]:
     return Call("GET", "/readyz", Readiness, retry_when_unavailable=False)
 
 
-def _detect_params(detect: str | None) -> dict[str, str]:
+def _query(detect: str | None, age_over: Iterable[int] | None) -> tuple[tuple[str, str], ...]:
+    """The query of a predict call: detect once, age_over once per threshold."""
     if isinstance(detect, DetectMode):  # a str Enum: its value, not its name, goes on the wire
         detect = detect.value
-    return {} if detect is None else {"detect": detect}
+    query = () if detect is None else (("detect", detect),)
+    return query + tuple(("age_over", str(int(age))) for age in age_over or ())
 
 
 def request_headers(request_id: str | None, api_key: str | None) -> dict[str, str]:

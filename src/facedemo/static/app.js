@@ -1,5 +1,6 @@
 // The demo page: send one photo to POST /predict, then draw each face's box and label on a
-// canvas, list the faces, and show the raw JSON. No framework, no network beyond this server.
+// canvas, list the faces with an age check for the chosen threshold, and show the raw JSON. No
+// framework, no network beyond this server.
 "use strict";
 
 (() => {
@@ -7,12 +8,15 @@
   const BOX_COLOUR = "#ffd400";
   const LABEL_TEXT_COLOUR = "#111111";
   const PREFERRED_DETECT_MODE = "auto";
+  // An age check passes when P(age >= T) is at least this (age_checks.DECISION_P on the server).
+  const AGE_CHECK_PASS_P = 0.5;
 
   const page = {
     body: document.body,
     file: document.getElementById("file"),
     dropzone: document.getElementById("dropzone"),
     detect: document.getElementById("detect"),
+    ageOver: document.getElementById("age-over"),
     apiKeyField: document.getElementById("api-key-field"),
     apiKey: document.getElementById("api-key"),
     status: document.getElementById("status"),
@@ -27,6 +31,8 @@
   };
 
   let lastFile = null;
+  // Each prediction's number: a slower, older answer never replaces a newer one.
+  let latestRequest = 0;
 
   function setState(state, message) {
     page.body.dataset.state = state;
@@ -92,6 +98,8 @@
 
   async function predict(file) {
     lastFile = file;
+    latestRequest += 1;
+    const request = latestRequest;
     page.error.hidden = true;
     page.result.hidden = true;
     page.canvas.dataset.boxes = "0";
@@ -99,7 +107,9 @@
 
     const form = new FormData();
     form.append("file", file, file.name || "photo");
-    const url = `predict?detect=${encodeURIComponent(page.detect.value)}`;
+    const threshold = page.ageOver.value;
+    const query = new URLSearchParams({ detect: page.detect.value, age_over: threshold });
+    const url = `predict?${query}`;
     let response;
     let body;
     try {
@@ -113,7 +123,12 @@
         body = text;
       }
     } catch (error) {
-      showError("The server could not be reached", String(error));
+      if (request === latestRequest) {
+        showError("The server could not be reached", String(error));
+      }
+      return;
+    }
+    if (request !== latestRequest) {
       return;
     }
     showJson(body);
@@ -128,16 +143,22 @@
       showError(title, detail);
       return;
     }
-    await showPrediction(file, body);
+    await showPrediction(file, body, threshold, request);
   }
 
-  async function showPrediction(file, prediction) {
+  async function showPrediction(file, prediction, threshold, request) {
     let bitmap = null;
     try {
       // Boxes are in pixels of the EXIF-rotated image, so draw the photo rotated the same way.
       bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
     } catch (error) {
       console.warn("the browser cannot draw this image", error);
+    }
+    if (request !== latestRequest) {
+      if (bitmap) {
+        bitmap.close();
+      }
+      return;
     }
     const width = bitmap ? bitmap.width : prediction.image.width;
     const height = bitmap ? bitmap.height : prediction.image.height;
@@ -154,7 +175,7 @@
     const scale = width / prediction.image.width;
     prediction.faces.forEach((face, index) => drawFace(context, face, index, scale));
     page.canvas.dataset.boxes = String(prediction.faces.length);
-    fillTable(prediction.faces);
+    fillTable(prediction.faces, threshold);
     page.result.hidden = false;
     const count = prediction.faces.length;
     const noun = count === 1 ? "face" : "faces";
@@ -163,6 +184,22 @@
       `${count} ${noun} in ${prediction.image.width}×${prediction.image.height} px ` +
         `(${Math.round(prediction.timings_ms.total)} ms on the server).`,
     );
+  }
+
+  // "18 or older: 93% (likely)": P(age >= T) from the answer's age.over, keyed by T as a string.
+  function ageCheck(face, threshold) {
+    const over = face.age.over || {};
+    const probability = over[String(threshold)];
+    if (typeof probability !== "number") {
+      return { text: `${threshold} or older: not in the answer`, classes: ["age-check-result"] };
+    }
+    const passed = probability >= AGE_CHECK_PASS_P;
+    const verdict = passed ? "likely" : `likely under ${threshold}`;
+    return {
+      text: `${threshold} or older: ${Math.round(probability * 100)}% (${verdict})`,
+      // Colour by class, not element.style: the page's policy allows only its own stylesheet.
+      classes: ["age-check-result", passed ? "passed" : "not-passed"],
+    };
   }
 
   function describe(face) {
@@ -209,23 +246,26 @@
     context.fillText(label, x + padding, labelY + padding, labelWidth - 2 * padding);
   }
 
-  function fillTable(faces) {
+  function fillTable(faces, threshold) {
     const rows = faces.map((face, index) => {
       const text = describe(face);
+      const check = ageCheck(face, threshold);
       const row = document.createElement("tr");
       row.className = "face";
       const box = face.box;
       const cells = [
-        String(index + 1),
-        text.age,
-        text.interval,
-        text.bucket,
-        text.gender,
-        `${box.x}, ${box.y}, ${box.width}, ${box.height}`,
+        { text: String(index + 1) },
+        { text: text.age },
+        { text: text.interval },
+        { text: text.bucket },
+        check,
+        { text: text.gender },
+        { text: `${box.x}, ${box.y}, ${box.width}, ${box.height}` },
       ];
-      for (const value of cells) {
+      for (const { text: value, classes = [] } of cells) {
         const cell = document.createElement("td");
         cell.textContent = value;
+        cell.classList.add(...classes);
         row.append(cell);
       }
       return row;
@@ -233,7 +273,7 @@
     if (rows.length === 0) {
       const row = document.createElement("tr");
       const cell = document.createElement("td");
-      cell.colSpan = 6;
+      cell.colSpan = page.faceRows.closest("table").tHead.rows[0].cells.length;
       cell.textContent = "No face found.";
       row.append(cell);
       rows.push(row);
@@ -248,7 +288,8 @@
     }
   });
 
-  for (const control of [page.detect, page.apiKey]) {
+  // A new threshold, face-finding mode or key sends the last photo again.
+  for (const control of [page.detect, page.ageOver, page.apiKey]) {
     control.addEventListener("change", () => {
       if (lastFile) {
         predict(lastFile);

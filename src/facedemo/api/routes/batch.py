@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Query, Request, UploadFile
 from facedemo.api.deps import MetricsDep, RequestContextDep, ServingDep, SettingsDep
 from facedemo.api.disconnects import cancel_on_disconnect
 from facedemo.api.problems import problem_for, problem_responses
-from facedemo.api.routes.predict import read_upload
+from facedemo.api.routes.predict import AgeOverQuery, read_upload, requested_thresholds
 from facedemo.api.routing import DocumentedRoute
 from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
 from facedemo.errors import FacedemoError, InputError, TooManyFiles
@@ -48,6 +48,7 @@ async def predict_batch(
     detect: Annotated[
         DetectMode, Query(description="How to find faces in each image, as for POST /predict.")
     ] = DEFAULT_DETECT_MODE,
+    age_over: AgeOverQuery = None,
 ) -> BatchPredictResponse:
     """Estimate age and gender for the faces in several images, with a crowd summary.
 
@@ -69,7 +70,10 @@ async def predict_batch(
         except InputError as error:  # over the byte limit, ...: this file's problem only
             uploads.append(error)
     images = [upload for upload in uploads if isinstance(upload, bytes)]
-    predictions = iter(await cancel_on_disconnect(request, serving.predict_images(images, detect)))
+    thresholds = requested_thresholds(age_over)
+    predictions = iter(
+        await cancel_on_disconnect(request, serving.predict_images(images, detect, thresholds))
+    )
     outcomes: list[tuple[str | None, PredictResponse | Problem]] = []
     for file, upload in zip(files, uploads, strict=True):
         outcome = upload if isinstance(upload, FacedemoError) else next(predictions)
