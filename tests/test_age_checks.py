@@ -1,4 +1,5 @@
-"""Age checks' thresholds and error rates (age_checks.py), on cases worked out by hand."""
+"""Age checks' thresholds (age_thresholds.py) and error rates (age_checks.py), on cases worked
+out by hand."""
 
 from __future__ import annotations
 
@@ -6,14 +7,13 @@ import numpy as np
 import pytest
 
 from facedemo.age_checks import (
-    MAX_THRESHOLDS,
     age_bands,
     age_check_figures,
     brier_score,
     challenge_threshold,
     expected_calibration_error,
-    thresholds_from,
 )
+from facedemo.age_thresholds import MAX_THRESHOLDS, thresholds_from
 
 
 def test_thresholds_are_distinct_and_rising() -> None:

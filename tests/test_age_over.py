@@ -10,7 +10,7 @@ from tests.images import image_bytes
 from tests.in_process import running, settled_readiness
 from tests.problems import assert_problem
 
-from facedemo.age_checks import DEFAULT_AGE_THRESHOLDS
+from facedemo.age_thresholds import DEFAULT_AGE_THRESHOLDS
 from facedemo.api import create_app
 from facedemo.config import Settings
 

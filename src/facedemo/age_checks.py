@@ -1,8 +1,8 @@
-"""Age checks, "is this person at least T years old": the thresholds a request may ask for, and
-the error rates by which age-assurance systems are judged at a threshold.
+"""Age checks, "is this person at least T years old": the error rates by which age-assurance
+systems are judged at a threshold T (age_thresholds.py says which T may be asked for).
 
 The probability itself is `age_distribution.probability_over` of the pooled age distribution;
-this module says which T are allowed and measures the answers against true ages:
+this module measures the answers against true ages:
 - minors passed: the share of people under T whose P(age >= T) is at least 0.5;
 - adults refused: the share of people of T or more whose P(age >= T) is under 0.5;
 - the challenge threshold: the smallest p that passes at most 1% of the people under T (P >= p),
@@ -13,45 +13,23 @@ Pure numpy; `facedemo evaluate` reports these per T, by true-age band and by rac
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "DEFAULT_AGE_THRESHOLDS",
-    "MAX_THRESHOLD",
-    "MAX_THRESHOLDS",
-    "MIN_THRESHOLD",
     "age_bands",
     "age_check_figures",
     "brier_score",
     "challenge_threshold",
     "expected_calibration_error",
-    "thresholds_from",
 ]
 
-DEFAULT_AGE_THRESHOLDS = (13, 16, 18, 21, 25)  # online-safety and age-restricted-sales ages
-MIN_THRESHOLD, MAX_THRESHOLD = 1, 120  # whole years; above the models' ages P is 0
-MAX_THRESHOLDS = 8  # per request or setting: each costs a column of every face's answer
 DECISION_P = 0.5  # a check passes when P(age >= T) is at least this
 MINORS_PASSED_TARGET = 0.01  # what the challenge threshold keeps the minors passed at or under
 CALIBRATION_BINS = 10
 BOOTSTRAP_SAMPLES = 200
-
-
-def thresholds_from(values: Iterable[int]) -> tuple[int, ...]:
-    """The distinct thresholds, in rising order; ValueError naming what is out of bounds."""
-    thresholds = tuple(sorted(set(values)))
-    out_of_range = [t for t in thresholds if not MIN_THRESHOLD <= t <= MAX_THRESHOLD]
-    if out_of_range:
-        raise ValueError(
-            f"age thresholds must be whole years from {MIN_THRESHOLD} to {MAX_THRESHOLD}, "
-            f"got {out_of_range}"
-        )
-    if len(thresholds) > MAX_THRESHOLDS:
-        raise ValueError(f"at most {MAX_THRESHOLDS} age thresholds, got {len(thresholds)}")
-    return thresholds
 
 
 def expected_calibration_error(probabilities: np.ndarray, outcomes: np.ndarray) -> float:
@@ -73,7 +51,7 @@ def brier_score(probabilities: np.ndarray, outcomes: np.ndarray) -> float:
     return float(np.mean((np.asarray(probabilities) - np.asarray(outcomes)) ** 2))
 
 
-def reliability(probabilities: np.ndarray, outcomes: np.ndarray) -> list[dict[str, Any]]:
+def _reliability(probabilities: np.ndarray, outcomes: np.ndarray) -> list[dict[str, Any]]:
     """Per bin of P: faces, mean P and the share that are at least T (a reliability plot)."""
     bins = np.minimum((probabilities * CALIBRATION_BINS).astype(np.int64), CALIBRATION_BINS - 1)
     rows = []
@@ -153,7 +131,7 @@ def age_check_figures(
             "adults_refused": round(refused, 4),
             "adults_refused_interval": [round(float(r_low), 4), round(float(r_high), 4)],
         },
-        "reliability": reliability(probabilities, over),
+        "reliability": _reliability(probabilities, over),
     }
     by_group = {}
     for name, mask in (groups or {}).items():
@@ -170,9 +148,10 @@ def age_check_figures(
 def age_bands(true_ages: np.ndarray, edges: Sequence[int]) -> dict[str, np.ndarray]:
     """Masks of the true-age bands between `edges` (e.g. 0-12, 13-17, ...), the last open."""
     bands = {}
-    bounds = [*edges, None]
-    for low, high in zip(bounds[:-1], bounds[1:], strict=True):
-        assert low is not None
-        mask = true_ages >= low if high is None else (true_ages >= low) & (true_ages < high)
-        bands[f"{low}+" if high is None else f"{low}-{high - 1}"] = mask
+    for index, low in enumerate(edges):
+        if index + 1 < len(edges):
+            high = edges[index + 1]
+            bands[f"{low}-{high - 1}"] = (true_ages >= low) & (true_ages < high)
+        else:
+            bands[f"{low}+"] = true_ages >= low
     return bands

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from facedemo.age_checks import (
+from facedemo.age_thresholds import (
     DEFAULT_AGE_THRESHOLDS,
     MAX_THRESHOLD,
     MAX_THRESHOLDS,

@@ -243,10 +243,9 @@ class Pipeline:
         regions = [region for image in images for region in image.regions]
         thresholds = self._settings.age_thresholds if age_thresholds is None else age_thresholds
         over = probability_over(predictions.age_distribution, thresholds)
+        over_labels = tuple(str(threshold) for threshold in thresholds)
         faces = [
-            _face_result(
-                region, predictions, row, _labelled(tuple(map(str, thresholds)), over[row])
-            )
+            _face_result(region, predictions, row, _labelled(over_labels, over[row]))
             for row, region in enumerate(regions)
         ]
         per_image: list[list[Face]] = []

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from pydantic import Field
 
-from facedemo.age_checks import MAX_THRESHOLD, MAX_THRESHOLDS, MIN_THRESHOLD, thresholds_from
+from facedemo.age_thresholds import MAX_THRESHOLD, MAX_THRESHOLDS, MIN_THRESHOLD, thresholds_from
 from facedemo.api.deps import MetricsDep, RequestContextDep, ServingDep, SettingsDep
 from facedemo.api.disconnects import cancel_on_disconnect
 from facedemo.api.problems import problem_responses
