@@ -1,11 +1,12 @@
-"""Measure the alignment template: where our detector puts the five landmarks in UTKFace chips.
+"""Measure an alignment template: where a detector puts the five landmarks in UTKFace chips.
 
-    .venv/bin/python -m bench.alignment_template /path/to/UTKFace --count 400
+    .venv/bin/python -m bench.alignment_template /path/to/UTKFace --count 400 [--detector mtcnn]
 
 Reads `count` chips spread evenly over the sorted folder (the files stay where they are), runs
-`facedemo.detection.Detector` with its default settings on each, and prints the mean position of
-each landmark of the largest face as fractions of the chip's width and height, with the spread,
-ready to paste into `facedemo.alignment.TEMPLATE`.
+the detector (FACEDEMO_DETECTOR's choices; default: the service's default) with its default
+settings on each, and prints the mean position of each landmark of the largest face as fractions
+of the chip's width and height, with the spread, ready to paste into that detector's `TEMPLATE`
+(`facedemo.retinaface_detector` or `facedemo.mtcnn_detector`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from facedemo.config import DEFAULT_MAX_IMAGE_PIXELS
+from facedemo.detector_names import DEFAULT_DETECTOR, DETECTOR_NAMES
 from facedemo.imaging import decode_image
 
 LANDMARK_NAMES = ("left eye", "right eye", "nose", "mouth left", "mouth right")
@@ -32,12 +34,13 @@ def chip_paths(folder: Path, count: int) -> list[Path]:
     return paths[::step][:count]
 
 
-def measure(paths: list[Path]) -> tuple[np.ndarray, int]:
+def measure(paths: list[Path], detector_name: str) -> tuple[np.ndarray, int]:
     """Landmarks (n, 5, 2) of the largest face per chip, as fractions of the chip side."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from facedemo.detection import Detector
+    from facedemo.config import Settings
+    from facedemo.detection import load_detector
 
-    detector = Detector.load()
+    detector = load_detector(Settings(detector=detector_name), "CPU:0")
     found = []
     for path in paths:
         image = decode_image(path.read_bytes(), max_pixels=DEFAULT_MAX_IMAGE_PIXELS)
@@ -53,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="folder of UTKFace aligned & cropped chips")
     parser.add_argument("--count", type=int, default=400, help="chips to measure")
+    parser.add_argument("--detector", choices=DETECTOR_NAMES, default=DEFAULT_DETECTOR)
     args = parser.parse_args(argv)
     paths = chip_paths(args.folder, args.count)
-    landmarks, tried = measure(paths)
+    landmarks, tried = measure(paths, args.detector)
     if not len(landmarks):
         print("no face found in any chip", file=sys.stderr)
         return 1

@@ -184,9 +184,9 @@ def run(cases: list[Case], repeats: int) -> list[Outcome]:
     """Time both detectors on every case."""
     from mtcnn import MTCNN
 
-    from facedemo.detection import Detector
+    from facedemo.mtcnn_detector import MtcnnDetector
 
-    ours = Detector.load()
+    ours = MtcnnDetector.load()
     ours_at_stock_floor = ours.configured(confidence=STOCK_CONFIDENCE)
     stock = MTCNN()
     stock.detect_faces(cases[0].image)
@@ -278,9 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_readme:
         write_section(
             SECTION,
-            "Our MTCNN (src/facedemo/detection.py) against stock `mtcnn.MTCNN().detect_faces` on "
-            "the same RGB arrays (bench/detector.py; its docstring says how photos, times and "
-            "matches are made). Times in milliseconds per image.",
+            "Our MTCNN (src/facedemo/mtcnn_detector.py) against stock "
+            "`mtcnn.MTCNN().detect_faces` on the same RGB arrays (bench/detector.py; its "
+            "docstring says how photos, times and matches are made). Times in milliseconds per "
+            "image.",
             text,
         )
     return 0

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.detector_batching /path/to/UTKFace --photos 8 --rounds 3
 
 Makes `photos` group photos of one size (bench/photos.py), shrinks them to the detector's
-640-pixel side as `Detector.detect` does, and times, with one thread a TensorFlow op (the
+640-pixel side as `MtcnnDetector.detect` does, and times, with one thread a TensorFlow op (the
 service's default) and in CPU seconds:
 
 - P-Net over the whole pyramid, one photo a call (as the service runs it) against all the photos

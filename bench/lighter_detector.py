@@ -14,7 +14,7 @@ TensorFlow 2.21 still has that interpreter but warns that it is deprecated for L
 
 On the same group photos (bench/photos.py, decoded as the server decodes them, at 960x640),
 one thread, it prints CPU ms a photo and the pasted faces found for MTCNN as served
-(facedemo.detection) and for BlazeFace on the whole photo and on overlapping square tiles (its
+(facedemo.mtcnn_detector) and for BlazeFace on the whole photo and on overlapping square tiles (its
 input is 192x192, so a whole photo shrinks faces of 100-200 px to 10-20 px). "Other boxes" are
 boxes whose centre is on no pasted face (the scenes have none; some are duplicates of a face).
 Nothing here is served: BlazeFace gives six points (eyes, nose tip, mouth centre, ears), not
@@ -132,25 +132,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from facedemo.config import Settings
-    from facedemo.detection import Detector
     from facedemo.devices import select_device
     from facedemo.imaging import decode_reduced
+    from facedemo.mtcnn_detector import MtcnnDetector
 
     settings = Settings()
     device = select_device(settings.device, op_threads=1)
-    mtcnn = Detector.from_settings(settings, device.name)
+    mtcnn = MtcnnDetector.from_settings(settings, device.name)
     blazeface = BlazeFace()
     photos = group_photos(args.utkface, args.photos)
     decoded = [
         decode_reduced(
             photo.jpeg,
             max_pixels=settings.max_image_pixels,
-            longest_side=settings.detector_max_side,
+            longest_side=mtcnn.max_side,
         )
         for photo in photos
     ]
     detectors = {
-        "MTCNN (facedemo.detection, as served)": lambda pixels: np.array(
+        "MTCNN (facedemo.mtcnn_detector, as served)": lambda pixels: np.array(
             [detection.box for detection in mtcnn.detect(pixels)]
         ).reshape(-1, 4)
     }

@@ -248,14 +248,14 @@ def in_process(models_dir: Path, workloads: list[Workload], seconds: float) -> l
     """Images/s of Pipeline.predict_images with the registry called directly, one thread."""
     from facedemo.config import Settings
     from facedemo.detect_mode import DetectMode
-    from facedemo.detection import Detector
+    from facedemo.detection import load_detector
     from facedemo.pipeline import Pipeline
     from facedemo.registry import Registry
     from facedemo.schemas import PredictResponse
 
     settings = Settings(models_dir=models_dir)
     registry = Registry.from_settings(settings)
-    pipeline = Pipeline(registry, settings, Detector.from_settings(settings, registry.device))
+    pipeline = Pipeline(registry, settings, load_detector(settings, registry.device))
     rows = []
     for workload in workloads:
         print(f"in-process: {workload.name} ...", flush=True)

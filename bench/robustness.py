@@ -116,14 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from facedemo.config import Settings
     from facedemo.detect_mode import DetectMode
-    from facedemo.detection import Detector
+    from facedemo.detection import load_detector
     from facedemo.evaluation import load_labelled_set
     from facedemo.pipeline import Pipeline
     from facedemo.registry import Registry
 
     settings = Settings()
     registry = Registry.load(settings.models_dir, device="cpu")
-    pipeline = Pipeline(registry, settings, Detector.load())
+    pipeline = Pipeline(registry, settings, load_detector(settings, registry.device))
     files = load_labelled_set(args.folder, args.labels).files
     chips = labelled_chips(files, args.count, settings.max_image_pixels)
     lines = [

@@ -1,4 +1,4 @@
-"""The face detector, alignment and detect=auto in the pipeline, on real faces.
+"""The MTCNN face detector, alignment and detect=auto in the pipeline, on real faces.
 
 The face is skimage's astronaut (Eileen Collins, public domain; shipped inside scikit-image, so no
 network and no ../shared); group photos are made by pasting that face at several sizes.
@@ -16,14 +16,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facedemo.alignment import CHIP_SIZE, TEMPLATE, align_face, similarity_transform, warp_chip
+from facedemo.alignment import CHIP_SIZE, align_face, similarity_transform, warp_chip
 from facedemo.config import Settings
 from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
 from facedemo.imaging import decode_image, resize_rgb
+from facedemo.mtcnn_detector import TEMPLATE
 from facedemo.pipeline import Pipeline
 
 if TYPE_CHECKING:
-    from facedemo.detection import Detection, Detector
+    from facedemo.detection import Detection
+    from facedemo.mtcnn_detector import MtcnnDetector
     from facedemo.registry import Registry
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -37,10 +39,10 @@ GROUP_SIZE = (600, 1000)  # height, width
 
 
 @pytest.fixture(scope="module")
-def detector() -> Detector:
-    from facedemo.detection import Detector
+def detector() -> MtcnnDetector:
+    from facedemo.mtcnn_detector import MtcnnDetector
 
-    return Detector.load()
+    return MtcnnDetector.load()
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +103,7 @@ def boxes_of(detections: list[Detection]) -> list[tuple[float, ...]]:
 
 
 def test_astronaut_has_one_face_with_its_landmarks(
-    detector: Detector, astronaut: np.ndarray
+    detector: MtcnnDetector, astronaut: np.ndarray
 ) -> None:
     [face] = detector.detect(astronaut)
 
@@ -118,7 +120,7 @@ def test_astronaut_has_one_face_with_its_landmarks(
 
 
 def test_group_photo_gives_every_face_largest_first_inside_the_image(
-    detector: Detector, astronaut: np.ndarray
+    detector: MtcnnDetector, astronaut: np.ndarray
 ) -> None:
     photo, expected = group_photo(astronaut)
 
@@ -135,7 +137,7 @@ def test_group_photo_gives_every_face_largest_first_inside_the_image(
 
 
 def test_boxes_come_back_in_the_pixels_of_a_large_image(
-    detector: Detector, astronaut: np.ndarray
+    detector: MtcnnDetector, astronaut: np.ndarray
 ) -> None:
     large = resize_rgb(astronaut, (1300, 1300))  # shrunk to 640 px inside the detector
 
@@ -155,11 +157,15 @@ def test_boxes_come_back_in_the_pixels_of_a_large_image(
     ],
     ids=["noise", "flat-colour", "tiny"],
 )
-def test_an_image_without_a_face_gives_no_detections(detector: Detector, image: np.ndarray) -> None:
+def test_an_image_without_a_face_gives_no_detections(
+    detector: MtcnnDetector, image: np.ndarray
+) -> None:
     assert detector.detect(image) == []
 
 
-def test_confidence_floor_drops_weaker_faces(detector: Detector, astronaut: np.ndarray) -> None:
+def test_confidence_floor_drops_weaker_faces(
+    detector: MtcnnDetector, astronaut: np.ndarray
+) -> None:
     [face] = detector.detect(astronaut)
 
     stricter = detector.configured(confidence=min(1.0, face.confidence + 1e-4))
@@ -169,7 +175,7 @@ def test_confidence_floor_drops_weaker_faces(detector: Detector, astronaut: np.n
     assert [found.box for found in looser.detect(astronaut)] == [face.box]
 
 
-def test_face_cap_keeps_the_largest_faces(detector: Detector, astronaut: np.ndarray) -> None:
+def test_face_cap_keeps_the_largest_faces(detector: MtcnnDetector, astronaut: np.ndarray) -> None:
     photo, _ = group_photo(astronaut)
     every_face = detector.detect(photo)
 
@@ -178,7 +184,9 @@ def test_face_cap_keeps_the_largest_faces(detector: Detector, astronaut: np.ndar
     assert boxes_of(capped) == boxes_of(every_face)[:2]
 
 
-def test_minimum_face_size_skips_smaller_faces(detector: Detector, astronaut: np.ndarray) -> None:
+def test_minimum_face_size_skips_smaller_faces(
+    detector: MtcnnDetector, astronaut: np.ndarray
+) -> None:
     photo, expected = group_photo(astronaut)
 
     # In the 640 px working image the boxes are about 79, 56 and 33 px wide (102, 71 and 43
@@ -195,7 +203,7 @@ TIGHT_FACE = (slice(72, 162), slice(192, 257))  # rows, columns of the 512x512 i
 
 
 def test_a_face_that_fills_the_image_is_found_by_looking_again_with_a_border(
-    detector: Detector, astronaut: np.ndarray
+    detector: MtcnnDetector, astronaut: np.ndarray
 ) -> None:
     tight = np.ascontiguousarray(astronaut[TIGHT_FACE])
     [in_full_image] = detector.detect(astronaut)
@@ -213,7 +221,7 @@ def test_a_face_that_fills_the_image_is_found_by_looking_again_with_a_border(
 
 
 def test_the_bordered_look_works_in_the_pixels_of_a_large_image(
-    detector: Detector, astronaut: np.ndarray
+    detector: MtcnnDetector, astronaut: np.ndarray
 ) -> None:
     tight = np.ascontiguousarray(astronaut[TIGHT_FACE])
     [face] = detector.detect(tight)
@@ -229,13 +237,13 @@ def test_the_bordered_look_works_in_the_pixels_of_a_large_image(
 
 
 @pytest.mark.parametrize("retry_border", [-0.1, 1.5])
-def test_the_retry_border_must_be_a_fraction(detector: Detector, retry_border: float) -> None:
+def test_the_retry_border_must_be_a_fraction(detector: MtcnnDetector, retry_border: float) -> None:
     with pytest.raises(ValueError, match="retry_border"):
         detector.configured(retry_border=retry_border)
 
 
 def test_detection_is_the_same_from_several_threads(
-    detector: Detector, astronaut: np.ndarray
+    detector: MtcnnDetector, astronaut: np.ndarray
 ) -> None:
     photo, _ = group_photo(astronaut)
     images = [astronaut, photo] * 3
@@ -257,14 +265,14 @@ def test_detection_is_the_same_from_several_threads(
     ids=["float", "grey", "rgba"],
 )
 def test_detect_refuses_anything_but_an_rgb_uint8_array(
-    detector: Detector, image: np.ndarray
+    detector: MtcnnDetector, image: np.ndarray
 ) -> None:
     with pytest.raises(ValueError, match="image must"):
         detector.detect(image)
 
 
 def test_pyramid_starts_at_the_minimum_face_and_stops_at_the_window() -> None:
-    from facedemo.detection import PNET_WINDOW, PYRAMID_FACTOR, pyramid_scales
+    from facedemo.mtcnn_detector import PNET_WINDOW, PYRAMID_FACTOR, pyramid_scales
 
     for min_side, min_face_size in [(640, 20), (480, 37), (100, 80), (200, 12)]:
         scales = pyramid_scales(min_side, min_face_size)
@@ -278,7 +286,7 @@ def test_pyramid_starts_at_the_minimum_face_and_stops_at_the_window() -> None:
 def test_a_prelu_computed_as_a_maximum_is_keras_bit_for_bit(largest_slope: float) -> None:
     import keras
 
-    from facedemo.detection import _PReLUAsMaximum
+    from facedemo.mtcnn_detector import _PReLUAsMaximum
 
     inputs = np.random.default_rng(0).normal(0.0, 3.0, (2, 9, 7, 16)).astype(np.float32)
     inputs[0, 0, 0] = 0.0
@@ -300,7 +308,7 @@ def test_the_networks_keep_keras_prelus_only_where_a_slope_exceeds_one() -> None
     import keras
     from mtcnn.network.pnet import PNet
 
-    from facedemo.detection import _network, _PReLUAsMaximum
+    from facedemo.mtcnn_detector import _network, _PReLUAsMaximum
 
     network = _network(PNet, "pnet.lz4")
     assert isinstance(network.prelu1, keras.layers.PReLU)  # one slope is 1.012
@@ -343,8 +351,8 @@ def test_the_template_landmarks_give_back_the_chip(astronaut: np.ndarray) -> Non
     chip = resize_rgb(np.ascontiguousarray(head(astronaut)), (CHIP_SIZE, CHIP_SIZE))
     landmarks = TEMPLATE * CHIP_SIZE
 
-    aligned = align_face(chip, landmarks, (CHIP_SIZE, CHIP_SIZE))
-    small = align_face(chip, landmarks, (64, 64))
+    aligned = align_face(chip, landmarks, TEMPLATE, (CHIP_SIZE, CHIP_SIZE))
+    small = align_face(chip, landmarks, TEMPLATE, (64, 64))
 
     assert np.abs(aligned.astype(float) - chip).mean() < 1.0
     assert np.abs(small.astype(float) - resize_rgb(chip, (64, 64))).mean() < 1.0
@@ -356,7 +364,7 @@ def test_a_large_face_is_shrunk_without_aliasing(astronaut: np.ndarray) -> None:
     # Landmarks at the same places of the 4x image (pixel centres scale about -0.5).
     landmarks = (TEMPLATE * CHIP_SIZE + 0.5) * 4 - 0.5
 
-    aligned = align_face(large, landmarks, (64, 64))
+    aligned = align_face(large, landmarks, TEMPLATE, (64, 64))
 
     assert np.abs(aligned.astype(float) - resize_rgb(chip, (64, 64))).mean() < 2.0
 
@@ -379,14 +387,14 @@ def test_warp_of_a_region_wholly_outside_the_image_is_black() -> None:
     assert warp_chip(image, far_away, 20).max() == 0
 
 
-def test_a_tilted_face_comes_out_upright(detector: Detector, astronaut: np.ndarray) -> None:
+def test_a_tilted_face_comes_out_upright(detector: MtcnnDetector, astronaut: np.ndarray) -> None:
     canvas = Image.new("RGB", (700, 700), (128, 128, 128))
     canvas.paste(Image.fromarray(np.ascontiguousarray(head(astronaut))), (250, 240))
     tilted = np.asarray(canvas.rotate(30, resample=Image.Resampling.BILINEAR))
     [face] = detector.detect(tilted)
     assert abs(eye_angle_degrees(face.landmarks)) > 20
 
-    chip = align_face(tilted, face.landmarks, (CHIP_SIZE, CHIP_SIZE))
+    chip = align_face(tilted, face.landmarks, TEMPLATE, (CHIP_SIZE, CHIP_SIZE))
 
     [upright] = detector.detect(chip)
     assert abs(eye_angle_degrees(upright.landmarks)) < 5
@@ -397,7 +405,7 @@ def test_a_tilted_face_comes_out_upright(detector: Detector, astronaut: np.ndarr
 
 
 @pytest.fixture(scope="module")
-def pipeline(tiny_registry: Registry, tiny_models_dir: Path, detector: Detector) -> Pipeline:
+def pipeline(tiny_registry: Registry, tiny_models_dir: Path, detector: MtcnnDetector) -> Pipeline:
     return Pipeline(tiny_registry, Settings(models_dir=tiny_models_dir), detector)
 
 
@@ -429,7 +437,9 @@ def test_auto_is_the_default_and_finds_the_astronaut(
             )
         ]
     )
-    crop = align_face(decode_image(data, max_pixels=10**7), landmarks, tiny_registry.input_size)
+    crop = align_face(
+        decode_image(data, max_pixels=10**7), landmarks, TEMPLATE, tiny_registry.input_size
+    )
     expected = tiny_registry.predict(crop[None])
     assert face.age.years == pytest.approx(float(expected.age_years[0]), abs=0.2)
 

@@ -382,8 +382,8 @@ def test_serve_on_a_port_in_use_exits_at_once_before_importing_tensorflow(
 # be interrupted, neither can this sleep).
 SERVE_WITH_A_SLOW_LOAD = """
 import sys, time
-from facedemo.detection import Detector
-Detector.from_settings = classmethod(lambda cls, *args: time.sleep(60))
+from facedemo.mtcnn_detector import MtcnnDetector
+MtcnnDetector.from_settings = classmethod(lambda cls, *args: time.sleep(60))
 from facedemo.cli import main
 sys.exit(main(["serve", "--port", sys.argv[1]]))
 """
@@ -425,8 +425,8 @@ async def test_a_stop_while_the_models_load_ends_the_load_at_its_next_step(
     import threading
 
     from facedemo import registry
-    from facedemo.detection import Detector
     from facedemo.errors import NotReadyError
+    from facedemo.mtcnn_detector import MtcnnDetector
 
     in_first_step, release = threading.Event(), threading.Event()
     steps: list[str] = []
@@ -454,7 +454,7 @@ async def test_a_stop_while_the_models_load_ends_the_load_at_its_next_step(
 
     monkeypatch.setattr(registry, "_load_model", slow_load_model)
     monkeypatch.setattr(registry.Registry, "from_settings", classmethod(observed_load))
-    monkeypatch.setattr(Detector, "from_settings", no_detector)
+    monkeypatch.setattr(MtcnnDetector, "from_settings", no_detector)
     failures: list[str] = []
     app = create_app(Settings(models_dir=tiny_models_dir), on_load_failure=failures.append)
 

@@ -39,23 +39,24 @@ class ChipReport:
 
 
 def detector_chips(size: int) -> ChipMaker:
-    """The service's own detection and alignment: the largest face, aligned, at size x size.
+    """The service's detection and alignment as the bundled models were trained with (MTCNN):
+    the largest face, aligned, at size x size.
 
     The detector loads on the first photo, so a warm chip cache never loads it.
     """
     from facedemo.alignment import align_face
-    from facedemo.detection import Detector
+    from facedemo.mtcnn_detector import MtcnnDetector
 
-    detectors: list[Detector] = []
+    detectors: list[MtcnnDetector] = []
 
     def chip(image: np.ndarray) -> np.ndarray | None:
         if not detectors:
-            detectors.append(Detector.load())
+            detectors.append(MtcnnDetector.load())
         detections = detectors[0].detect(image)
         if not detections:
             return None
         largest = max(detections, key=lambda detection: detection.area)
-        return align_face(image, largest.landmarks, (size, size))
+        return align_face(image, largest.landmarks, detectors[0].template, (size, size))
 
     return chip
 

@@ -3,8 +3,9 @@
 The models learnt from UTKFace's "aligned & cropped" 200x200 chips, each resized whole to the
 input size with `imaging.resize_rgb`. `align_face` rebuilds such a chip from any photo: the
 similarity transform (rotation, uniform scale, translation) that best carries the face's five
-landmarks onto `TEMPLATE` (least squares, Umeyama 1991) warps the photo into a 200x200 chip,
-which is then resized exactly as in training.
+landmarks onto the detector's template (where that detector puts them in UTKFace chips; least
+squares, Umeyama 1991) warps the photo into a 200x200 chip, which is then resized exactly as in
+training.
 """
 
 from __future__ import annotations
@@ -17,21 +18,6 @@ from PIL import Image
 from facedemo.imaging import resize_rgb
 
 CHIP_SIZE = 200  # side of a UTKFace aligned & cropped chip, in pixels
-
-# Mean landmark positions (x, y as fractions of the chip side) that our detector finds in UTKFace
-# aligned & cropped chips: left eye, right eye, nose, mouth left, mouth right ("left" = the
-# image's left). Measured over 400 chips, one file in 53 of the sorted folder (a face was found in
-# 385; standard deviations 0.013-0.035), with the detector's default settings:
-#     .venv/bin/python -m bench.alignment_template /path/to/UTKFace --count 400
-TEMPLATE = np.array(
-    [
-        [0.2980, 0.2882],
-        [0.6812, 0.2885],
-        [0.4855, 0.5150],
-        [0.3159, 0.6823],
-        [0.6632, 0.6824],
-    ]
-)
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -60,13 +46,17 @@ def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.column_stack([scale * rotation, translation])
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def align_face(
+    image: np.ndarray, landmarks: np.ndarray, template: np.ndarray, size: tuple[int, int]
+) -> np.ndarray:
     """The face whose five landmarks are `landmarks` as a training-like crop of (height, width).
 
-    `landmarks` is (5, 2) x, y in pixels of `image` (RGB uint8), in `TEMPLATE`'s order. Parts of
-    the chip outside the image repeat its edge pixels (see `warp_chip`).
+    `landmarks` is (5, 2) x, y in pixels of `image` (RGB uint8); `template` (5, 2) is where the
+    detector that found them puts them in a UTKFace chip, as fractions of its side
+    (`FaceDetector.template`). Parts of the chip outside the image repeat its edge pixels (see
+    `warp_chip`).
     """
-    chip_to_image = similarity_transform(TEMPLATE * CHIP_SIZE, landmarks)
+    chip_to_image = similarity_transform(template * CHIP_SIZE, landmarks)
     return resize_rgb(warp_chip(image, chip_to_image, CHIP_SIZE), size)
 
 

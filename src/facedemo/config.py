@@ -17,6 +17,7 @@ from facedemo.age_thresholds import (
     MIN_THRESHOLD,
     thresholds_from,
 )
+from facedemo.detector_names import DEFAULT_DETECTOR, DetectorName
 
 # src/facedemo/config.py -> the repository root holds models/ (an editable or source install).
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -53,14 +54,29 @@ class Settings(BaseSettings):
         description="CPU threads one TensorFlow operation may use; 0: one per core (TensorFlow's "
         "default). Concurrent requests keep the cores busy already.",
     )
-    detector_max_side: int = Field(
-        640, ge=48, description="Images are shrunk to this longest side (px) before detection."
+    detector: DetectorName = Field(
+        DEFAULT_DETECTOR,
+        description="The face detector of detect=auto: retinaface (RetinaFace-MobileNet-0.25 in "
+        "ONNX Runtime, on the CPU) or mtcnn (MTCNN in TensorFlow, on the models' device).",
     )
-    detector_min_face_size: int = Field(
-        20, ge=8, description="Smallest face (px, in the shrunk image) the detector looks for."
+    detector_max_side: int | None = Field(
+        None,
+        ge=48,
+        description="Images are shrunk to this longest side (px) before detection; unset: the "
+        "detector's own (retinaface 1024, mtcnn 640).",
     )
-    detector_confidence: float = Field(
-        0.95, ge=0.0, le=1.0, description="Least detector (O-Net) confidence of a reported face."
+    detector_min_face_size: int | None = Field(
+        None,
+        ge=8,
+        description="Smallest face (px, in the shrunk image) the detector reports; unset: the "
+        "detector's own (retinaface 8, mtcnn 20).",
+    )
+    detector_confidence: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Least detector confidence of a reported face, whatever its size; unset: the "
+        "detector's own (retinaface 0.85 under 24 px, 0.8 above; mtcnn 0.95).",
     )
     max_faces_per_image: int = Field(
         50, gt=0, description="Most faces reported per image; the largest are kept."

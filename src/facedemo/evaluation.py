@@ -187,7 +187,9 @@ def evaluate(
     report.update(
         no_face=no_face,
         errors=errors,
-        models=[{"name": model.name, "version": model.version} for model in pipeline.models],
+        models=[
+            {"name": model.name, "version": model.version} for model in pipeline.models_for(detect)
+        ],
         detect=detect.value,
         seconds=round(time.perf_counter() - started, 2),
     )

@@ -41,6 +41,7 @@ from facedemo.schemas import (
     AgeEstimate,
     AgeInterval,
     Box,
+    DetectorInfo,
     Face,
     GenderEstimate,
     GenderProbabilities,
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     # Only for type hints: importing the registry imports TensorFlow, which `facedemo --help` and
     # the schemas should not pay for.
     from facedemo.batching import BatchingPredictor
-    from facedemo.detection import Detection, Detector
+    from facedemo.detection import Detection, FaceDetector
     from facedemo.head_combination import FacePredictions
     from facedemo.registry import Registry
 
@@ -88,6 +89,7 @@ class LocatedImage:
     regions: list[FaceRegion]
     decode_ms: float = 0.0
     detect_ms: float = 0.0
+    detector: ModelRef | None = None  # the detector that located the faces; None: detect=skip
 
 
 class Pipeline:
@@ -97,7 +99,7 @@ class Pipeline:
         self,
         registry: Registry,
         settings: Settings,
-        detector: Detector | None = None,
+        detector: FaceDetector | None = None,
         batcher: BatchingPredictor | None = None,
     ) -> None:
         """Use `registry`'s models; `settings` gives the image limits; `detector` finds faces.
@@ -113,10 +115,17 @@ class Pipeline:
             ModelRef(name=name, version=manifest.version)
             for name, manifest in sorted(registry.manifests().items())
         ]
+        self._detector_ref = None if detector is None else detector.model_ref()
 
-    @property
-    def models(self) -> list[ModelRef]:
-        """Names and versions of the models this pipeline runs."""
+    def detector_info(self) -> DetectorInfo | None:
+        """The face detector of `DetectMode.AUTO` and its settings; None without one."""
+        return None if self._detector is None else self._detector.info()
+
+    def models_for(self, detect: DetectMode) -> list[ModelRef]:
+        """Names and versions of the models that answer for `detect`: the registry's models,
+        and the face detector when `detect` runs it."""
+        if detect is DetectMode.AUTO and self._detector_ref is not None:
+            return [*self._models, self._detector_ref]
         return list(self._models)
 
     def predict_image(
@@ -195,13 +204,16 @@ class Pipeline:
             regions=regions,
             decode_ms=_milliseconds(decoded - started),
             detect_ms=_milliseconds(located - decoded),
+            detector=self._detector_ref if detect is DetectMode.AUTO else None,
         )
 
     def _reduced_side(self, detect: DetectMode) -> int | None:
         """The longest side a JPEG may be decoded at for `detect`; None: decode it whole."""
-        # The detector shrinks the image to detector_max_side, and the face crops are 64 px:
-        # a JPEG decoded at a reduced scale serves both, in a fraction of the time.
-        return self._settings.detector_max_side if detect is DetectMode.AUTO else None
+        # The detector shrinks the image to its max_side, and the face crops are 64 px: a JPEG
+        # decoded at a reduced scale serves both, in a fraction of the time.
+        if detect is DetectMode.AUTO and self._detector is not None:
+            return self._detector.max_side
+        return None
 
     def predict_located(
         self, images: Sequence[LocatedImage], age_thresholds: Sequence[int] | None = None
@@ -285,7 +297,7 @@ class Pipeline:
         inference_ms = _milliseconds(inference_seconds)
         return [
             PredictResponse(
-                models=self.models,
+                models=self._models if image.detector is None else [*self._models, image.detector],
                 image=image.image,
                 faces=faces,
                 timings_ms=Timings(
@@ -314,8 +326,9 @@ class Pipeline:
             if self._detector is None:
                 raise ValueError("detect=auto needs a Pipeline built with a detector")
             # The detector returns the largest faces first, at most max_faces_per_image of them.
+            template = self._detector.template
             return [
-                _detected_region(image, detection, self._registry.input_size)
+                _detected_region(image, detection, template, self._registry.input_size)
                 for detection in self._detector.detect(image.pixels)
             ]
         raise ValueError(f"unsupported detect mode {detect!r}")
@@ -339,7 +352,7 @@ def _whole(pixels: np.ndarray) -> ReducedImage:
 
 
 def _detected_region(
-    image: ReducedImage, detection: Detection, input_size: tuple[int, int]
+    image: ReducedImage, detection: Detection, template: np.ndarray, input_size: tuple[int, int]
 ) -> FaceRegion:
     """A detection in `image.pixels` as a face region: its crop is cut from those pixels, its box
     and landmarks are in pixels of the whole image."""
@@ -354,7 +367,7 @@ def _detected_region(
     )
     return FaceRegion(
         box=Box(x=left, y=top, width=min(right, width) - left, height=min(bottom, height) - top),
-        crop=align_face(image.pixels, detection.landmarks, input_size),
+        crop=align_face(image.pixels, detection.landmarks, template, input_size),
         detection_confidence=round(detection.confidence, PROBABILITY_DIGITS),
         landmarks=Landmarks(
             left_eye=left_eye,

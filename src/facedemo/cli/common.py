@@ -13,7 +13,7 @@ from facedemo.config import Settings
 from facedemo.detect_mode import DetectMode
 
 if TYPE_CHECKING:
-    from facedemo.detection import Detector
+    from facedemo.detection import FaceDetector
     from facedemo.registry import Registry
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -28,13 +28,15 @@ def load_registry(settings: Settings) -> Registry:
     return Registry.from_settings(settings)
 
 
-def load_detector(settings: Settings, registry: Registry, detect: DetectMode) -> Detector | None:
-    """The face detector on the registry's device when `detect` needs one, else None."""
+def load_detector(
+    settings: Settings, registry: Registry, detect: DetectMode
+) -> FaceDetector | None:
+    """The face detector (FACEDEMO_DETECTOR) when `detect` needs one, else None."""
     if detect is not DetectMode.AUTO:
         return None
-    from facedemo.detection import Detector
+    from facedemo import detection
 
-    return Detector.from_settings(settings, registry.device)
+    return detection.load_detector(settings, registry.device)
 
 
 def quiet_tensorflow() -> None:

@@ -82,7 +82,7 @@ async def predict_batch(
         else:
             outcomes.append((file.filename, outcome))
     response = BatchPredictResponse.from_outcomes(
-        serving.pipeline.models, outcomes, request_id=context.request_id
+        serving.pipeline.models_for(detect), outcomes, request_id=context.request_id
     )
     context.faces = response.summary.faces
     metrics.observe_faces(

@@ -1,10 +1,10 @@
-"""GET /models and /models/{name}: the loaded bundles' manifests and the device they run on."""
+"""GET /models and /models/{name}: the bundles' manifests, the face detector and the device."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from facedemo.api.deps import RegistryDep
+from facedemo.api.deps import RegistryDep, ServingDep
 from facedemo.api.problems import problem_responses
 from facedemo.api.routing import DocumentedRoute
 from facedemo.registry import Registry
@@ -19,11 +19,12 @@ router = APIRouter(
 
 
 @router.get("", response_model=ModelsResponse)
-async def list_models(registry: RegistryDep) -> ModelsResponse:
-    """List the loaded models with their manifests and the device in use."""
+async def list_models(registry: RegistryDep, serving: ServingDep) -> ModelsResponse:
+    """List the loaded models with their manifests, the face detector and the device in use."""
     return ModelsResponse(
         device=DeviceInfo.model_validate(registry.device_info),
         models=[_model_info(registry, name) for name in sorted(registry.manifests())],
+        detector=serving.pipeline.detector_info(),
     )
 
 
