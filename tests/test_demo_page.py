@@ -286,6 +286,24 @@ def test_the_page_works_under_its_policy_and_asks_only_this_server(
     assert ran is False
 
 
+def test_the_page_names_the_detector_that_found_the_faces(
+    browser: WebDriver, live_server: str, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    skimage_data = pytest.importorskip("skimage.data")
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(skimage_data.astronaut()).save(photo)
+    open_page(browser, f"{live_server}/?detect=auto")
+
+    state = upload_and_wait(browser, photo)
+
+    assert state == "done", browser.find_element(By.ID, "error").text
+    assert browser.find_element(By.ID, "photo").get_attribute("data-boxes") == "1"
+    status = browser.find_element(By.ID, "status").text
+    assert status.startswith("1 face in 512×512 px, found by RetinaFace ("), status
+
+
 def test_the_page_checks_the_age_threshold_chosen(
     browser: WebDriver, live_server: str, tmp_path: Path
 ) -> None:

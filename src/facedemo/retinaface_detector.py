@@ -32,7 +32,6 @@ import importlib.util
 import logging
 import time
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,13 +259,19 @@ class RetinaFaceDetector:
         padded_height = _round_up(height, SHAPE_MULTIPLE)
         padded_width = _round_up(width, SHAPE_MULTIPLE)
         batch = np.zeros((1, 3, padded_height, padded_width), np.float32)
-        # BGR minus the training's mean; the padding is the mean colour (0 once centred).
-        batch[0, :, :height, :width] = (pixels[:, :, ::-1] - MEAN_BGR).transpose(2, 0, 1)
+        # BGR minus the training's mean, channel by channel; the padding is the mean colour (0
+        # once centred). One plane at a time is several times faster than one float copy.
+        for channel in range(3):
+            np.subtract(
+                pixels[:, :, 2 - channel],
+                MEAN_BGR[channel],
+                out=batch[0, channel, :height, :width],
+                casting="unsafe",
+            )
         offsets, scores, marks = self._session.run(None, {"input": batch})
         scores = scores[0, :, 1]
         candidates = np.nonzero(scores >= max(CANDIDATE_FLOOR, self._thresholds.lowest()))[0]
-        anchors = _anchors(padded_height, padded_width)[candidates]
-        centres, sides = anchors[:, :2], anchors[:, 2:]
+        centres, sides = _anchors(candidates, padded_height, padded_width)
         offset = offsets[0, candidates].astype(np.float64)
         box_centres = centres + offset[:, :2] * CENTRE_VARIANCE * sides
         box_sides = sides * np.exp(offset[:, 2:] * SIZE_VARIANCE)
@@ -309,21 +314,23 @@ def network_bytes() -> bytes:
     raise ModelError(f"no ONNX network found in {path}")
 
 
-@lru_cache(maxsize=16)
-def _anchors(height: int, width: int) -> np.ndarray:
-    """Every anchor of a padded input (n, 4): centre x, y and side, in pixels, in the order of
-    the network's outputs (stride by stride; cells row by row; sides within a cell)."""
-    levels = []
-    for stride, sides in zip(STRIDES, ANCHOR_SIDES, strict=True):
-        rows, columns = height // stride, width // stride
-        ys, xs = np.meshgrid(np.arange(rows), np.arange(columns), indexing="ij")
-        centres = (np.column_stack([xs.ravel(), ys.ravel()]) + 0.5) * stride
-        centres = np.repeat(centres, len(sides), axis=0)
-        side = np.tile(np.array(sides, np.float64), rows * columns)
-        levels.append(np.column_stack([centres, side, side]))
-    anchors = np.concatenate(levels)
-    anchors.setflags(write=False)
-    return anchors
+def _anchors(indices: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The anchors at `indices` of the network's outputs for a padded input: centres (n, 2) x, y
+    and sides (n, 1), in pixels. The outputs go stride by stride, cells row by row, and within a
+    cell through that stride's anchor sides."""
+    centres = np.zeros((len(indices), 2))
+    sides = np.zeros((len(indices), 1))
+    start = 0
+    for stride, anchor_sides in zip(STRIDES, ANCHOR_SIDES, strict=True):
+        columns = width // stride
+        count = (height // stride) * columns * len(anchor_sides)
+        here = (indices >= start) & (indices < start + count)
+        cell, side = np.divmod(indices[here] - start, len(anchor_sides))
+        row, column = np.divmod(cell, columns)
+        centres[here] = (np.column_stack([column, row]) + 0.5) * stride
+        sides[here, 0] = np.array(anchor_sides, np.float64)[side]
+        start += count
+    return centres, sides
 
 
 def _round_up(value: int, multiple: int) -> int:

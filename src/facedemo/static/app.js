@@ -10,6 +10,8 @@
   const PREFERRED_DETECT_MODE = "auto";
   // An age check passes when P(age >= T) is at least this (age_checks.DECISION_P on the server).
   const AGE_CHECK_PASS_P = 0.5;
+  // The face detectors an answer's `models` may name (FACEDEMO_DETECTOR on the server).
+  const DETECTOR_NAMES = { retinaface: "RetinaFace", mtcnn: "MTCNN" };
 
   const page = {
     body: document.body,
@@ -179,9 +181,12 @@
     page.result.hidden = false;
     const count = prediction.faces.length;
     const noun = count === 1 ? "face" : "faces";
+    // With detect=auto the answer names the detector among its models; skip runs none.
+    const detector = (prediction.models || []).find((model) => model.name in DETECTOR_NAMES);
+    const foundBy = detector ? `, found by ${DETECTOR_NAMES[detector.name]}` : "";
     setState(
       "done",
-      `${count} ${noun} in ${prediction.image.width}×${prediction.image.height} px ` +
+      `${count} ${noun} in ${prediction.image.width}×${prediction.image.height} px${foundBy} ` +
         `(${Math.round(prediction.timings_ms.total)} ms on the server).`,
     );
   }
