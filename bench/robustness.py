@@ -6,8 +6,9 @@
 Each labelled chip (--count rows spread evenly over the CSV) is changed in memory (zoomed
 out inside a border of its own edge pixels, zoomed in to its centre, greyscale, low resolution,
 strong JPEG, darker), encoded as PNG and sent through the served pipeline, as an upload would
-be, with detect=skip (the image is the face) and detect=auto (detect and align). Nothing is
-written to disk. A face the detector misses is left out of that row's figures (its `faces`).
+be, with detect=skip (the image is the face) and detect=auto (detect and align) with each
+FACEDEMO_DETECTOR. Nothing is written to disk. A face the detector misses is left out of that
+row's figures (its `faces`).
 """
 
 from __future__ import annotations
@@ -117,13 +118,21 @@ def main(argv: list[str] | None = None) -> int:
     from facedemo.config import Settings
     from facedemo.detect_mode import DetectMode
     from facedemo.detection import load_detector
+    from facedemo.detector_names import DETECTOR_NAMES
     from facedemo.evaluation import load_labelled_set
     from facedemo.pipeline import Pipeline
     from facedemo.registry import Registry
 
     settings = Settings()
     registry = Registry.load(settings.models_dir, device="cpu")
-    pipeline = Pipeline(registry, settings, load_detector(settings, registry.device))
+    # detect=skip with the first pipeline; detect=auto with each detector's.
+    pipelines = {}
+    for name in DETECTOR_NAMES:
+        detector = load_detector(Settings(detector=name), registry.device)  # type: ignore[arg-type]
+        pipelines[name] = Pipeline(registry, settings, detector)
+    runs = [(DetectMode.SKIP, "skip", pipelines[DETECTOR_NAMES[0]])] + [
+        (DetectMode.AUTO, f"auto ({name})", pipeline) for name, pipeline in pipelines.items()
+    ]
     files = load_labelled_set(args.folder, args.labels).files
     chips = labelled_chips(files, args.count, settings.max_image_pixels)
     lines = [
@@ -132,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, change in CHANGES.items():
         uploads = [png(np.ascontiguousarray(change(chip))) for chip, _, _ in chips]
-        for mode in (DetectMode.SKIP, DetectMode.AUTO):
+        for mode, label, pipeline in runs:
             right, errors = [], []
             for prediction, (_, gender, age) in zip(
                 pipeline.predict_images(uploads, mode), chips, strict=True
@@ -143,15 +152,19 @@ def main(argv: list[str] | None = None) -> int:
                 right.append(face.gender.label == gender)
                 errors.append(abs(face.age.years - age))
             line = (
-                f"| {name} | {mode.value} | {len(right)}/{len(chips)} "
+                f"| {name} | {label} | {len(right)}/{len(chips)} "
                 f"| {np.mean(right):.3f} | {np.mean(errors):.2f} |"
             )
             lines.append(line)
             print(line, file=sys.stderr, flush=True)
-    models = ", ".join(f"{model.name} {model.version}" for model in pipeline.models)
+    models = ", ".join(
+        f"{model.name} {model.version}" for model in runs[0][2].models_for(DetectMode.SKIP)
+    )
     text = (
-        f"Command: `{COMMAND}`\n\nModels: {models}; {len(chips)} chips spread evenly over "
-        f"the calibration split.\n\n" + "\n".join(lines)
+        f"Command: `{COMMAND}`\n\nModels: {models}; detectors: "
+        + ", ".join(f"{name} (FACEDEMO_DETECTOR={name})" for name in DETECTOR_NAMES)
+        + f"; {len(chips)} chips spread evenly over the calibration split.\n\n"
+        + "\n".join(lines)
     )
     print(text)
     if args.write_readme:

