@@ -272,6 +272,7 @@ def candidates() -> list[Candidate]:
     select_device("cpu", op_threads=1)  # one thread a TensorFlow op, as served
     found = [
         served_candidate("retinaface", "RetinaFace (`retinaface`, served default)"),
+        served_candidate("retinaface", "RetinaFace, one floor of 0.8", detector_confidence=0.8),
         served_candidate("retinaface", "RetinaFace at 640 px", detector_max_side=640),
         served_candidate("mtcnn", "MTCNN (`mtcnn`, served before)"),
         served_candidate("mtcnn", "MTCNN at 1,024 px", detector_max_side=1024),

@@ -196,6 +196,40 @@ def test_concurrent_calls_give_the_same_faces(
     assert all([face.box for face in faces] == expected for faces in results)
 
 
+def test_at_most_the_allowed_calls_run_the_network_at_once() -> None:
+    import threading
+    import time
+
+    from facedemo.retinaface_detector import Network
+
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    class Session:
+        def run(self, outputs: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+            time.sleep(0.02)
+            with lock:
+                running -= 1
+            anchors = 2 * sum((32 // stride) ** 2 for stride in (8, 16, 32))
+            return [
+                np.zeros((1, anchors, 4)),
+                np.zeros((1, anchors, 2)),
+                np.zeros((1, anchors, 10)),
+            ]
+
+    network = Network(Session(), concurrent_calls=2)
+    pixels = np.zeros((32, 32, 3), np.uint8)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda _: network.run(pixels), range(12)))
+
+    assert most == 2
+
+
 @pytest.mark.parametrize(
     "image",
     [

@@ -12,7 +12,8 @@ needed here). Nothing is downloaded.
   `max_side` and padded to a multiple of 32 (the network's coarsest stride) with the mean colour,
   so that a few shapes recur; boxes and landmarks come back in pixels of the given image;
 - a face must reach a confidence that depends on its size (`thresholds`): small boxes are where
-  the false positives are, so they need more;
+  the false positives are, so they need more; below 0.3 (`CANDIDATE_FLOOR`) none is decoded,
+  whatever the thresholds, so that a low setting cannot send thousands of boxes to suppression;
 - boxes under `min_face_size` px (long side, in the shrunk image) are dropped, the rest go
   through the usual greedy non-maximum suppression, and only the `max_faces` largest faces are
   returned;
