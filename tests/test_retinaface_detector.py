@@ -314,6 +314,28 @@ def test_the_pipeline_aligns_with_the_detectors_template(
     assert "retinaface" not in [model.name for model in skipped.models]
 
 
+@pytest.mark.parametrize(
+    ("width", "decoded_width"),
+    [(1920, 960), (1800, 1800), (4032, 1008), (1000, 1000)],
+)
+def test_photos_decode_at_the_scale_nearest_the_working_size(
+    tiny_registry: Registry,
+    tiny_models_dir: Path,
+    detector: RetinaFaceDetector,
+    width: int,
+    decoded_width: int,
+) -> None:
+    # 1,920 / 2 = 960 is within 10% of 1,024: half the side, a quarter of the pixels to decode;
+    # 1,800 / 2 = 900 is not, so that photo decodes whole.
+    pipeline = Pipeline(tiny_registry, Settings(models_dir=tiny_models_dir), detector)
+    photo = jpeg(np.full((width * 2 // 3, width, 3), 128, np.uint8))
+
+    price = pipeline.price(photo, DetectMode.AUTO)
+
+    assert price.decoded_width == decoded_width
+    assert pipeline.price(photo, DetectMode.SKIP).decoded_width == width
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("name", ["retinaface", "mtcnn"])
 async def test_the_service_reports_its_detector(
