@@ -91,9 +91,9 @@ class LocatedImage:
 
     image: ImageSize
     regions: list[FaceRegion]
+    detect: DetectMode  # how the faces were located
     decode_ms: float = 0.0
     detect_ms: float = 0.0
-    detector: ModelRef | None = None  # the detector that located the faces; None: detect=skip
 
 
 class Pipeline:
@@ -119,11 +119,13 @@ class Pipeline:
             ModelRef(name=name, version=manifest.version)
             for name, manifest in sorted(registry.manifests().items())
         ]
+        # Read once: the versions come from the installed packages' metadata.
         self._detector_ref = None if detector is None else detector.model_ref()
+        self._detector_info = None if detector is None else detector.info()
 
     def detector_info(self) -> DetectorInfo | None:
         """The face detector of `DetectMode.AUTO` and its settings; None without one."""
-        return None if self._detector is None else self._detector.info()
+        return self._detector_info
 
     def models_for(self, detect: DetectMode) -> list[ModelRef]:
         """Names and versions of the models that answer for `detect`: the registry's models,
@@ -208,7 +210,7 @@ class Pipeline:
             regions=regions,
             decode_ms=_milliseconds(decoded - started),
             detect_ms=_milliseconds(located - decoded),
-            detector=self._detector_ref if detect is DetectMode.AUTO else None,
+            detect=detect,
         )
 
     def _reduced_side(self, detect: DetectMode) -> int | None:
@@ -304,7 +306,7 @@ class Pipeline:
         inference_ms = _milliseconds(inference_seconds)
         return [
             PredictResponse(
-                models=self._models if image.detector is None else [*self._models, image.detector],
+                models=self.models_for(image.detect),
                 image=image.image,
                 faces=faces,
                 timings_ms=Timings(
