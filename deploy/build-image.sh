@@ -99,17 +99,49 @@ build_with_buildah() {
     exec 9>"$CACHE_DIR/lock"
     flock 9
     ensure_base_image
+    # A build needs several times its image's size free while it runs (see docs/deploy.md), so
+    # nothing stays that this build does not need: what an interrupted or failed build left (its
+    # working containers, untagged layers) and the image this one replaces. A failed build clears
+    # up after itself too.
+    clear_leftovers
+    "${BUILDAH[@]}" rmi "facedemo:$target" >/dev/null 2>&1 || true
+    trap clear_leftovers EXIT
+    local free needed
+    free="$(free_gb)"
+    needed="$(peak_gb "$target")"
+    say "$free GB free in $CACHE_DIR; a $target build has needed about $needed GB at its peak"
+    awk -v free="$free" -v needed="$needed" 'BEGIN { exit !(free < needed) }' \
+        && say "warning: it may run out of disk space (free some, or set IMAGE_CACHE_DIR)"
     # pip inside the build trusts what the host trusts (a TLS-inspecting proxy's CA, say) and
     # follows the host's system-wide pip configuration.
     for file in /etc/ssl/certs/ca-certificates.crt /etc/pip.conf; do
         [ -f "$file" ] && volumes+=(-v "$file:$file:ro")
     done
-    "${BUILDAH[@]}" bud --isolation chroot --layers --format docker --quiet \
+    "${BUILDAH[@]}" bud --isolation chroot --format docker --quiet \
         --target "$target" --build-arg PYTHON_IMAGE="$BASE_IMAGE" "${volumes[@]}" \
         -t "facedemo:$target" "$ROOT"
-    # Each commit's layers would otherwise pile up (several GB a build); what stays is the
-    # stand-in base and the tagged images.
+    # Each commit's layers would otherwise pile up (several GB a build): what stays (by the trap)
+    # is the stand-in base and the tagged images.
+}
+
+# Working containers and untagged layers: nothing a tagged image needs.
+clear_leftovers() {
+    "${BUILDAH[@]}" rm --all >/dev/null
     "${BUILDAH[@]}" rmi --prune >/dev/null
+}
+
+# The most disk a build has taken on top of what it started with (buildah 1.28, overlay, measured
+# as the peak of df's Used while it ran; docs/deploy.md): the build stage's virtualenv, its copy
+# into the target stage and that stage's commit.
+peak_gb() {
+    case "$1" in
+        cpu) echo 8 ;;
+        gpu) echo 32 ;;
+    esac
+}
+
+free_gb() {
+    df -Pk "$CACHE_DIR" | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }'
 }
 
 main() {

@@ -357,3 +357,15 @@ async def test_the_service_reports_its_detector(
     body = answer.json()
     assert len(body["faces"]) == 1
     assert body["models"][-1]["name"] == name
+
+
+@pytest.mark.parametrize(("threads", "calls"), [(1, 3), (2, 1), (0, 1)])
+def test_the_call_bound_counts_the_cores_the_process_may_use(
+    monkeypatch: pytest.MonkeyPatch, threads: int, calls: int
+) -> None:
+    from facedemo import retinaface_detector
+    from facedemo.retinaface_detector import Network
+
+    monkeypatch.setattr(retinaface_detector, "usable_cores", lambda: 3)
+
+    assert Network.load(threads=threads).concurrent_calls == calls

@@ -173,6 +173,21 @@ def test_a_cancelled_request_stops_its_work(held: tuple[Serving, HeldLocate]) ->
 # ----------------------------------------------------------------------------- lanes and memory
 
 
+def test_the_lanes_are_sized_for_the_cores_the_process_may_use(
+    tiny_registry: Registry, tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facedemo import serving as serving_module
+
+    monkeypatch.setattr(serving_module, "usable_cores", lambda: 4)
+    chosen = Settings(models_dir=tiny_models_dir)
+    serving = Serving(Pipeline(tiny_registry, chosen), chosen, MemoryBudget(BIG_BUDGET))
+    try:
+        assert serving._cheap.threads == serving_module.CHEAP_THREADS_PER_CORE * 4
+        assert serving._heavy.threads == 2
+    finally:
+        serving.shutdown()
+
+
 def test_a_lane_bounds_its_queue_and_counts_threads_until_they_are_free() -> None:
     lane = Lane("test", threads=1, max_waiting=1)
     release = threading.Event()

@@ -31,7 +31,6 @@ import ast
 import importlib.metadata
 import importlib.util
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facedemo.cpu_cores import usable_cores
 from facedemo.detection import (
     Detection,
     check_image,
@@ -147,8 +147,7 @@ class Network:
         session = onnxruntime.InferenceSession(
             network_bytes(), options, providers=["CPUExecutionProvider"]
         )
-        cores = os.cpu_count() or 1
-        return cls(session, max(1, cores // threads) if threads > 0 else 1)
+        return cls(session, max(1, usable_cores() // threads) if threads > 0 else 1)
 
     def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
         """The network on RGB uint8 `pixels`, padded to a multiple of 32 px: box offsets, face

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +43,7 @@ import anyio
 
 from facedemo.allocator import release_free_memory
 from facedemo.config import Settings
+from facedemo.cpu_cores import usable_cores
 from facedemo.detect_mode import DEFAULT_DETECT_MODE, DetectMode
 from facedemo.errors import DeadlineExceededError, FacedemoError, InputError, OverloadedError
 from facedemo.pipeline import LocatedImage, Pipeline
@@ -213,9 +213,10 @@ class Serving:
         """Serve `pipeline` with `settings`' limits, charging decodes to `budget`.
 
         The models run through `batcher` when there is one, else in a cheap-lane thread.
-        `cores` (default: the machine's) sizes the lanes.
+        `cores` (default: the cores this process may use, `cpu_cores.usable_cores`) sizes the
+        lanes.
         """
-        cores = cores or os.cpu_count() or 1
+        cores = cores or usable_cores()
         self._pipeline = pipeline
         self._settings = settings
         self._budget = budget
