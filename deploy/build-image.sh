@@ -105,6 +105,8 @@ build_with_buildah() {
     # up after itself too.
     clear_leftovers
     "${BUILDAH[@]}" rmi "facedemo:$target" >/dev/null 2>&1 || true
+    # Each commit's layers would otherwise pile up (several GB a build): what stays is the
+    # stand-in base and the tagged images.
     trap clear_leftovers EXIT
     local free needed
     free="$(free_gb)"
@@ -120,11 +122,9 @@ build_with_buildah() {
     "${BUILDAH[@]}" bud --isolation chroot --format docker --quiet \
         --target "$target" --build-arg PYTHON_IMAGE="$BASE_IMAGE" "${volumes[@]}" \
         -t "facedemo:$target" "$ROOT"
-    # Each commit's layers would otherwise pile up (several GB a build): what stays (by the trap)
-    # is the stand-in base and the tagged images.
 }
 
-# Working containers and untagged layers: nothing a tagged image needs.
+# Working containers (one run by hand too: docs/deploy.md) and untagged layers.
 clear_leftovers() {
     "${BUILDAH[@]}" rm --all >/dev/null
     "${BUILDAH[@]}" rmi --prune >/dev/null
