@@ -7,7 +7,10 @@ facedemo:cpu must start as the unprivileged user 10001, become ready, find every
 photo on POST /predict with the answers this checkout gives in-process (`facedemo predict`; the
 image runs tensorflow-cpu, the checkout the full tensorflow), refuse a bad upload with a
 problem+json 4xx, and exit 0 on SIGTERM. facedemo:gpu, started without a GPU, must exit non-zero
-within 30 s saying why. Prints both images' sizes and the time to ready.
+within 30 s saying why; started with FACEDEMO_DEVICE=cpu, its `detect=auto` must run the face
+detector it ships (RetinaFace in ONNX Runtime, which runs on the CPU beside GPU models) and give
+the checkout's answers for the group photo. Prints both images' sizes, the time to ready and the
+gpu image's detection time (median `timings_ms.detect` over repeated uploads).
 
 The group photo is skimage's astronaut (Eileen Collins, public domain, shipped in scikit-image,
 a test dependency) pasted at three sizes. The containers run with Docker when an engine answers,
@@ -23,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +46,8 @@ IMAGE_USER = "10001:10001"
 READY_TIMEOUT_S = 180  # the Dockerfile's HEALTHCHECK start period
 GPU_EXIT_TIMEOUT_S = 30
 GPU_MESSAGE = "device 'gpu' was requested (FACEDEMO_DEVICE=gpu) but TensorFlow sees no GPU"
+DETECTOR = "retinaface"  # the default FACEDEMO_DETECTOR, which both images must run
+TIMED_UPLOADS = 10  # of the group photo to the gpu image, for its detection time
 # Pasted copies of the astronaut's head: (scale, left, top) on a grey 600x1000 canvas.
 GROUP_LAYOUT = ((1.5, 40, 60), (1.0, 420, 200), (0.6, 760, 300))
 # How far the image's answers may be from the checkout's (different TensorFlow builds).
@@ -90,12 +96,17 @@ class Engine:
             ]
         )
 
-    def start(self, image: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-        """Start the image's `facedemo serve` in the foreground, listening on 127.0.0.1:port."""
+    def start(
+        self, image: str, port: int, log: Path, environment: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start the image's `facedemo serve` in the foreground, listening on 127.0.0.1:port,
+        with `environment` added to the image's."""
+        settings = [f"{key}={value}" for key, value in (environment or {}).items()]
         if self.name == "docker":
             name = f"facedemo-image-check-{os.getpid()}-{len(self._containers)}"
             self._containers.append(name)
             command = ["docker", "run", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8000"]
+            command += [option for setting in settings for option in ("-e", setting)]
             command.append(image)
         else:
             container = _output([*self.buildah, "from", "--quiet", image])
@@ -103,6 +114,7 @@ class Engine:
             # The host's network: bind loopback only, on a free port.
             command = [*self.buildah, "run", "--isolation", "chroot"]
             command += ["-e", "FACEDEMO_HOST=127.0.0.1", "-e", f"FACEDEMO_PORT={port}"]
+            command += [option for setting in settings for option in ("-e", setting)]
             command += [container, "--", "facedemo", "serve"]
         with log.open("wb") as output:
             return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
@@ -144,9 +156,13 @@ def main() -> int:
     engine = Engine()
     print(f"image-check: running the images with {engine.name}")
     with tempfile.TemporaryDirectory(prefix="facedemo-image-check-") as scratch:
+        photo = Path(scratch) / "group.jpg"
+        photo.write_bytes(group_photo_jpeg())
         try:
-            check_cpu_image(engine, Path(scratch))
+            expected = checkout_prediction(photo)
+            check_cpu_image(engine, Path(scratch), photo, expected)
             check_gpu_image_without_gpu(engine, Path(scratch))
+            check_gpu_image_on_cpu(engine, Path(scratch), photo, expected)
         except CheckFailed as failure:
             print(f"image-check: FAILED: {failure}", file=sys.stderr)
             return 1
@@ -158,13 +174,10 @@ def main() -> int:
     return 0
 
 
-def check_cpu_image(engine: Engine, scratch: Path) -> None:
+def check_cpu_image(engine: Engine, scratch: Path, photo: Path, expected: dict[str, Any]) -> None:
     """Ready as user 10001; group photo, bad upload and SIGTERM as documented."""
     user = engine.configured_user(CPU_IMAGE)
     _expect(user == IMAGE_USER, f"{CPU_IMAGE} runs as {user!r}, not {IMAGE_USER}", None)
-    photo = scratch / "group.jpg"
-    photo.write_bytes(group_photo_jpeg())
-    expected = checkout_prediction(photo)
     port, log = free_port(), scratch / "cpu.log"
     base_url = f"http://127.0.0.1:{port}"
     started_at = time.monotonic()
@@ -214,6 +227,43 @@ def check_gpu_image_without_gpu(engine: Engine, scratch: Path) -> None:
     _expect(GPU_MESSAGE in log.read_text(errors="replace"), "the reason is not in its log", log)
     print(f"image-check: {GPU_IMAGE} without a GPU exited {status} after {elapsed:.1f} s, saying:")
     print(f"image-check:   {GPU_MESSAGE} ...")
+
+
+def check_gpu_image_on_cpu(
+    engine: Engine, scratch: Path, photo: Path, expected: dict[str, Any]
+) -> None:
+    """With FACEDEMO_DEVICE=cpu the gpu image detects with its RetinaFace in ONNX Runtime and
+    answers the group photo as the checkout does; prints its median detection time."""
+    port, log = free_port(), scratch / "gpu-on-cpu.log"
+    base_url = f"http://127.0.0.1:{port}"
+    started_at = time.monotonic()
+    server = engine.start(GPU_IMAGE, port, log, {"FACEDEMO_DEVICE": "cpu"})
+    try:
+        ready_after = wait_until_ready(base_url, server, log) - started_at
+        print(
+            f"image-check: {GPU_IMAGE} with FACEDEMO_DEVICE=cpu ready {ready_after:.1f} s "
+            "after start"
+        )
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            detector = client.get("/models").json().get("detector") or {}
+            answers = [
+                client.post("/predict", files={"file": ("group.jpg", photo.read_bytes())})
+                for _ in range(TIMED_UPLOADS)
+            ]
+    finally:
+        _stop(server)
+    _expect(detector.get("name") == DETECTOR, f"/models names the detector {detector}", log)
+    statuses = sorted({answer.status_code for answer in answers})
+    _expect(statuses == [200], f"/predict answered {statuses}", log)
+    differences = compare_predictions(answers[0].json(), expected, log)
+    used = {model["name"] for model in answers[0].json()["models"]}
+    _expect(DETECTOR in used, f"the answer's models are {sorted(used)}", log)
+    detect_ms = statistics.median(answer.json()["timings_ms"]["detect"] for answer in answers)
+    print(
+        f"image-check: {GPU_IMAGE} detects with {detector['network']} on {detector['runtime']} "
+        f"({detector['device']}): the {len(expected['faces'])} faces, differences {differences}; "
+        f"detection {detect_ms:.1f} ms a photo (median of {TIMED_UPLOADS})"
+    )
 
 
 def group_photo_jpeg() -> bytes:
