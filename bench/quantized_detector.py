@@ -33,11 +33,11 @@ from bench.wider import Photo, Score, Scored, load_photos, score
 from facedemo.detection import shrink
 from facedemo.retinaface_detector import (
     DEFAULT_THRESHOLDS,
-    MEAN_BGR,
     Network,
     RetinaFaceDetector,
     SizeThresholds,
     network_bytes,
+    network_input,
 )
 
 SECTION = "## RetinaFace in int8 (post-training quantization)"
@@ -58,15 +58,6 @@ class Variant:
     name: str
     path: Path
     thresholds: SizeThresholds
-
-
-def network_input(pixels: np.ndarray, height: int, width: int) -> dict[str, np.ndarray]:
-    """The network's input for RGB `pixels` padded to height x width, as `Network.run` makes it."""
-    batch = np.zeros((1, 3, height, width), np.float32)
-    for channel in range(3):
-        rows, columns = pixels.shape[:2]
-        batch[0, channel, :rows, :columns] = pixels[:, :, 2 - channel] - MEAN_BGR[channel]
-    return {"input": batch}
 
 
 def quantize(source: Path, target: Path, photos: list[Photo], *, backbone_only: bool) -> None:
@@ -90,9 +81,11 @@ def quantize(source: Path, target: Path, photos: list[Photo], *, backbone_only: 
     excluded = [name for name in convolutions if backbone_only and not name.startswith("/fx/")]
     inputs = iter(
         [
-            network_input(
-                shrink(photo.pixels, CALIBRATION_SIDE), CALIBRATION_SIDE, CALIBRATION_SIDE
-            )
+            {
+                "input": network_input(
+                    shrink(photo.pixels, CALIBRATION_SIDE), CALIBRATION_SIDE, CALIBRATION_SIDE
+                )
+            }
             for photo in photos
         ]
     )

@@ -46,7 +46,7 @@ IMAGE_USER = "10001:10001"
 READY_TIMEOUT_S = 180  # the Dockerfile's HEALTHCHECK start period
 GPU_EXIT_TIMEOUT_S = 30
 GPU_MESSAGE = "device 'gpu' was requested (FACEDEMO_DEVICE=gpu) but TensorFlow sees no GPU"
-DETECTOR = "retinaface"  # the default FACEDEMO_DETECTOR, which both images must run
+DETECTOR = "retinaface"  # the default FACEDEMO_DETECTOR, which the gpu image must run
 TIMED_UPLOADS = 10  # of the group photo to the gpu image, for its detection time
 # Pasted copies of the astronaut's head: (scale, left, top) on a grey 600x1000 canvas.
 GROUP_LAYOUT = ((1.5, 40, 60), (1.0, 420, 200), (0.6, 760, 300))

@@ -156,16 +156,7 @@ class Network:
         padded_height = _round_up(height, SHAPE_MULTIPLE)
         padded_width = _round_up(width, SHAPE_MULTIPLE)
         with self._slots:
-            batch = np.zeros((1, 3, padded_height, padded_width), np.float32)
-            # BGR minus the training's mean, channel by channel; the padding is the mean colour
-            # (0 once centred). One plane at a time is several times faster than one float copy.
-            for channel in range(3):
-                np.subtract(
-                    pixels[:, :, 2 - channel],
-                    MEAN_BGR[channel],
-                    out=batch[0, channel, :height, :width],
-                    casting="unsafe",
-                )
+            batch = network_input(pixels, padded_height, padded_width)
             offsets, scores, marks = self._session.run(None, {"input": batch})
         return offsets[0], scores[0, :, 1], marks[0], padded_height, padded_width
 
@@ -328,6 +319,22 @@ class RetinaFaceDetector:
         """Run the network once at the working size, so the first request is not slower."""
         side = self._max_side
         self.detect(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8))
+
+
+def network_input(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The network's input (1, 3, height, width) for RGB uint8 `pixels` of at most that size:
+    BGR minus the training's mean, padded with the mean colour (0 once centred)."""
+    batch = np.zeros((1, 3, height, width), np.float32)
+    rows, columns = pixels.shape[:2]
+    # One plane at a time is several times faster than one float copy of the whole image.
+    for channel in range(3):
+        np.subtract(
+            pixels[:, :, 2 - channel],
+            MEAN_BGR[channel],
+            out=batch[0, channel, :rows, :columns],
+            casting="unsafe",
+        )
+    return batch
 
 
 def network_bytes() -> bytes:
