@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from bench.readme import markdown_table, write_section
-from bench.wider import Photo, Score, Scored, load_photos, score
+from bench.wider import SCORE_COLUMNS, Photo, Score, Scored, load_photos, score
 
 from facedemo.detection import shrink
 from facedemo.retinaface_detector import (
@@ -109,16 +109,7 @@ def quantize(source: Path, target: Path, photos: list[Photo], *, backbone_only: 
 
 def detector(path: Path, thresholds: SizeThresholds) -> RetinaFaceDetector:
     """The served detector code on the network at `path`, one thread a call."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session: Any = onnxruntime.InferenceSession(
-        str(path), options, providers=["CPUExecutionProvider"]
-    )
-    return RetinaFaceDetector(Network(session, 1), thresholds=thresholds)
+    return RetinaFaceDetector(Network.load(1, model=path.read_bytes()), thresholds=thresholds)
 
 
 def run_variants(variants: list[Variant], photos: list[Photo]) -> list[Score]:
@@ -151,27 +142,9 @@ def floors(thresholds: SizeThresholds) -> str:
 
 def format_report(variants: list[Variant], scores: list[Score]) -> str:
     """One table: recall by band, precision, false positives and time of each variant."""
-    header = [
-        "network",
-        "confidence floors",
-        "recall >= 40 px",
-        "recall 20-40 px",
-        "recall >= 20 px",
-        "precision",
-        "false positives a photo",
-        "ms a photo",
-    ]
+    header = ["network", "confidence floors", *SCORE_COLUMNS]
     rows = [
-        [
-            variant.name,
-            floors(variant.thresholds),
-            result.recall(">= 40 px"),
-            result.recall("20-40 px"),
-            result.recall(">= 20 px"),
-            f"{result.precision:.3f}",
-            f"{result.false_positives / result.photos:.2f}",
-            f"{1000 * result.seconds / result.photos:.0f}",
-        ]
+        [variant.name, floors(variant.thresholds), *result.cells()]
         for variant, result in zip(variants, scores, strict=True)
     ]
     return "\n".join(markdown_table(header, rows, text_columns=2))

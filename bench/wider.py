@@ -66,6 +66,16 @@ ATTRIBUTES = (
     ("pose: atypical", 4, 1),
 )
 
+# The columns of a detector's score in a table, as `Score.cells` fills them.
+SCORE_COLUMNS = [
+    "recall >= 40 px",
+    "recall 20-40 px",
+    "recall >= 20 px",
+    "precision",
+    "false positives a photo",
+    "ms a photo",
+]
+
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2
 Scored = tuple[float, float, float, float, float]  # x1, y1, x2, y2, confidence
 DetectFunction = Callable[[np.ndarray], list[Scored]]
@@ -122,6 +132,17 @@ class Score:
         """Matched detections among all that count."""
         counted = self.true_positives + self.false_positives
         return self.true_positives / counted if counted else float("nan")
+
+    def cells(self) -> list[str]:
+        """The table cells under SCORE_COLUMNS."""
+        return [
+            self.recall(">= 40 px"),
+            self.recall("20-40 px"),
+            self.recall(">= 20 px"),
+            f"{self.precision:.3f}",
+            f"{self.false_positives / self.photos:.2f}",
+            f"{1000 * self.seconds / self.photos:.0f}",
+        ]
 
 
 def load_photos(folder: Path) -> list[Photo]:
@@ -343,12 +364,7 @@ def format_report(
         "runtime",
         "input",
         "confidence floors",
-        "recall >= 40 px",
-        "recall 20-40 px",
-        "recall >= 20 px",
-        "precision",
-        "false positives a photo",
-        "ms a photo",
+        *SCORE_COLUMNS,
     ]
     table = [
         [
@@ -358,12 +374,7 @@ def format_report(
             candidate.runtime,
             candidate.input_size,
             candidate.thresholds,
-            result.recall(">= 40 px"),
-            result.recall("20-40 px"),
-            result.recall(">= 20 px"),
-            f"{result.precision:.3f}",
-            f"{result.false_positives / result.photos:.2f}",
-            f"{1000 * result.seconds / result.photos:.0f}",
+            *result.cells(),
         ]
         for candidate, result in rows
     ]

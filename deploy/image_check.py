@@ -244,12 +244,10 @@ def check_gpu_image_on_cpu(
             f"image-check: {GPU_IMAGE} with FACEDEMO_DEVICE=cpu ready {ready_after:.1f} s "
             "after start"
         )
+        upload = {"file": ("group.jpg", photo.read_bytes())}
         with httpx.Client(base_url=base_url, timeout=60) as client:
             detector = client.get("/models").json().get("detector") or {}
-            answers = [
-                client.post("/predict", files={"file": ("group.jpg", photo.read_bytes())})
-                for _ in range(TIMED_UPLOADS)
-            ]
+            answers = [client.post("/predict", files=upload) for _ in range(TIMED_UPLOADS)]
     finally:
         _stop(server)
     _expect(detector.get("name") == DETECTOR, f"/models names the detector {detector}", log)

@@ -135,9 +135,10 @@ class Network:
         self.concurrent_calls = concurrent_calls
 
     @classmethod
-    def load(cls, threads: int = 1) -> Network:
-        """The wheel's network in a CPU session whose calls use `threads` threads (0: one per
-        core), as many calls at once as that leaves cores for."""
+    def load(cls, threads: int = 1, model: bytes | None = None) -> Network:
+        """The wheel's network (or another ONNX `model` with its inputs and outputs) in a CPU
+        session whose calls use `threads` threads (0: one per core), as many calls at once as
+        that leaves cores for."""
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -145,7 +146,7 @@ class Network:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         session = onnxruntime.InferenceSession(
-            network_bytes(), options, providers=["CPUExecutionProvider"]
+            network_bytes() if model is None else model, options, providers=["CPUExecutionProvider"]
         )
         return cls(session, max(1, usable_cores() // threads) if threads > 0 else 1)
 
